@@ -1,0 +1,47 @@
+"""The `pocketcode` command line. Heavy imports stay inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from pocketcode.cli.config_cmd import config_app
+from pocketcode.cli.db import db_app
+from pocketcode.cli.secrets import secrets_app
+from pocketcode.cli.serve import serve
+from pocketcode.domain.errors import PocketcodeError
+
+app = typer.Typer(
+    name="pocketcode",
+    help="Drive Claude Code sessions on your own machine from a phone or browser.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command()(serve)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(secrets_app, name="secrets")
+
+err_console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every error a user can cause ends as one readable line and exit status 1."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        app(args=argv, prog_name="pocketcode")
+    except PocketcodeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        sys.exit(1)
+    except ValidationError as exc:
+        err_console.print(f"[bold red]error:[/] invalid configuration:\n{exc}", highlight=False)
+        sys.exit(1)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        err_console.print(f"[bold red]error:[/] cannot use the database: {reason}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,176 @@
+"""Configuration: `POCKETCODE_*` environment variables, then `<data dir>/config.toml`, then
+defaults. The data directory itself comes from the environment only (the config file lives
+inside it)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "POCKETCODE_"
+CONFIG_FILE_NAME = "config.toml"
+DEFAULT_PORT = 3001  # PokéCode's port: its mobile app finds us where it found its own server.
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path("pocketcode", appauthor=False)
+
+
+def data_dir_from_env() -> Path:
+    raw = os.environ.get(f"{ENV_PREFIX}DATA_DIR")
+    return Path(raw).expanduser() if raw else default_data_dir()
+
+
+def config_file_path() -> Path:
+    raw = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    return Path(raw).expanduser() if raw else data_dir_from_env() / CONFIG_FILE_NAME
+
+
+class Settings(BaseSettings):
+    """Every value the server and the CLI read. Field docs are shown by `pocketcode config show`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the database, secret key file and logs live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite in the data dir. postgresql://… for teams.",
+    )
+    pool_size: int = Field(default=20, ge=1, le=1000, description="Maximum open connections.")
+    pool_idle_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an idle pooled connection is kept."
+    )
+    pool_connect_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds to wait when opening a new connection."
+    )
+    pool_checkout_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a free pooled connection."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="Port the server binds.")
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.home()],
+        description="Project folders must lie inside one of these (os.pathsep or JSON list).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma separated, newest first; else the key file is used.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="Key file; default <data dir>/secret.key, created 0600."
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part]
+        return value
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _resolve_roots(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("at least one allowed project root is required")
+        return [root.expanduser().resolve() for root in value]
+
+    @field_validator("data_dir", "secret_key_file")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value.strip())
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError("only sqlite and postgresql databases are supported")
+        return value.strip()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'pocketcode.db'}"
+
+    @property
+    def effective_secret_key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
+
+
+def mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(name, effective value with secrets masked, description) for `config show`."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in Settings.model_fields.items():
+        value: Any = getattr(settings, name)
+        if name == "database_url":
+            value = mask_url_password(settings.effective_database_url)
+        elif name == "secret_key_file":
+            value = settings.effective_secret_key_file
+        elif isinstance(value, SecretStr):
+            value = "********" if value.get_secret_value() else ""
+        elif isinstance(value, list):
+            value = os.pathsep.join(str(item) for item in value)
+        rows.append((name, "" if value is None else str(value), field.description or ""))
+    return rows

@@ -1,0 +1,1 @@
+"""Database layer: engine, tables and migrations (SQLite and PostgreSQL)."""

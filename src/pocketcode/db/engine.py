@@ -1,0 +1,162 @@
+"""Engines and transactions for SQLite and PostgreSQL.
+
+SQLite: WAL (readers never block the writer), foreign keys on, a busy timeout, and write
+transactions opened with BEGIN IMMEDIATE so two writers queue on the lock instead of failing
+with "database is locked" when a reader tries to upgrade. PostgreSQL: psycopg 3 with a bounded
+pool whose connections are dropped after an idle timeout (the seed's pool settings).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from pocketcode.config import Settings
+from pocketcode.domain.errors import ConfigurationError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_IMMEDIATE = "pocketcode_immediate"
+
+
+def normalise_url(raw: str) -> URL:
+    """Pick our drivers: psycopg 3 for PostgreSQL, the standard library for SQLite."""
+    url = make_url(raw)
+    backend = url.get_backend_name()
+    if backend == "postgresql" and url.drivername != "postgresql+psycopg":
+        url = url.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite" and url.drivername != "sqlite":
+        url = url.set(drivername="sqlite")
+    elif backend not in {"sqlite", "postgresql"}:
+        raise ConfigurationError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return url
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN itself (pysqlite's own handling is wrong).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(conn: sa.Connection) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _install_idle_timeout(engine: Engine, idle_timeout: float) -> None:
+    """Drop pooled connections that sat idle longer than `idle_timeout` seconds."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > idle_timeout:
+            # The pool discards this connection and retries with a fresh one.
+            raise exc.DisconnectionError("connection idle past the pool idle timeout")
+
+
+def create_db_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 20,
+    idle_timeout: float = 30.0,
+    connect_timeout: float = 2.0,
+    checkout_timeout: float = 10.0,
+) -> Engine:
+    url = normalise_url(str(url) if isinstance(url, URL) else url)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=checkout_timeout,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+    else:
+        engine = sa.create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=checkout_timeout,
+            pool_pre_ping=False,
+            connect_args={
+                # libpq takes whole seconds and treats anything under 2 as 2.
+                "connect_timeout": max(2, round(connect_timeout)),
+                "application_name": "pocketcode",
+            },
+        )
+    _install_idle_timeout(engine, idle_timeout)
+    return engine
+
+
+class Database:
+    """The one way into the database: a read session or a write transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._read = sessionmaker(bind=engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            bind=engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(
+            create_db_engine(
+                settings.effective_database_url,
+                pool_size=settings.pool_size,
+                idle_timeout=settings.pool_idle_timeout,
+                connect_timeout=settings.pool_connect_timeout,
+                checkout_timeout=settings.pool_checkout_timeout,
+            )
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for queries; it is rolled back at the end, so it cannot write by mistake."""
+        with self._read() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

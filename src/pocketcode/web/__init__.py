@@ -1,0 +1,1 @@
+"""The HTTP layer: a FastAPI app factory, thin routes over the services."""
