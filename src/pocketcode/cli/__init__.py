@@ -9,6 +9,7 @@ from rich.console import Console
 
 from pocketcode.cli.config_cmd import config_app
 from pocketcode.cli.db import db_app
+from pocketcode.cli.dev import dev_app
 from pocketcode.cli.secrets import secrets_app
 from pocketcode.cli.serve import serve
 from pocketcode.domain.errors import PocketcodeError
@@ -24,6 +25,7 @@ app.command()(serve)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(dev_app, name="dev")
 
 err_console = Console(stderr=True)
 
