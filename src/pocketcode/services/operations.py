@@ -451,7 +451,16 @@ def _libpq_target(url: URL) -> tuple[str, dict[str, str]]:
     env.pop("PGPASSWORD", None)
     if url.password is not None:
         env["PGPASSWORD"] = str(url.password)
-    uri = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    # URL.set(password=None) would keep the password: build the URL without one instead.
+    without_password = URL.create(
+        "postgresql",
+        username=url.username,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    )
+    uri = without_password.render_as_string(hide_password=False)
     return uri, env
 
 
