@@ -828,6 +828,18 @@ def bundled_claude_path() -> Path:
     raise FileNotFoundError("claude_agent_sdk has no bundled claude executable")
 
 
+def offline_api_env(base_url: str, *, max_retries: int = 0) -> dict[str, str]:
+    """The variables that point the CLI at `base_url` and stop every other network call."""
+    return {
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": str(max_retries),
+        # As root the CLI refuses bypassPermissions unless it is told it runs in a sandbox.
+        "IS_SANDBOX": "1",
+    }
+
+
 def claude_cli_env(
     home: Path,
     base_url: str,
@@ -843,13 +855,8 @@ def claude_cli_env(
     env = {
         "HOME": str(home),
         "PATH": os.environ.get("PATH", os.defpath),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": "test-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": str(max_retries),
         "CLAUDE_CODE_TMPDIR": str(tmpdir),
-        # We run as root in CI; without this the CLI refuses bypassPermissions.
-        "IS_SANDBOX": "1",
+        **offline_api_env(base_url, max_retries=max_retries),
     }
     env.update(extra or {})
     return env
