@@ -380,9 +380,12 @@ class RecordedRequest:
 
     @property
     def texts(self) -> list[str]:
-        """Every text in the messages (plain-string contents included), in order."""
+        """Every text of the user and assistant messages, in order. (The CLI also sends
+        `system`-role messages, e.g. the environment description, after the prompt.)"""
         found: list[str] = []
         for message in self.messages:
+            if message.get("role") not in ("user", "assistant"):
+                continue
             content = message.get("content")
             if isinstance(content, str):
                 found.append(content)
