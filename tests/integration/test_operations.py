@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from pocketcode.db import migrate
 from pocketcode.db.engine import Database, create_db_engine
-from pocketcode.db.tables import AppSettingRow, SessionRow, UserRow
+from pocketcode.db.tables import AppSettingRow, MessageRow, SessionRow, UserRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import (
     ConfigurationError,
@@ -22,6 +23,7 @@ from pocketcode.domain.errors import (
     NotFound,
     OperationFailed,
 )
+from pocketcode.domain.states import MessageType
 from pocketcode.services import operations
 from tests.operations_rows import (
     NOW,
@@ -116,6 +118,44 @@ def test_sqlite_backup_is_a_single_self_contained_file(
     finally:
         connection.close()
     assert ids == [session_id.hex]
+
+
+def test_sqlite_backup_is_consistent_while_the_server_writes(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    live = tmp_path / "live.db"
+    live.write_bytes(sqlite_template.read_bytes())
+    db = Database(create_db_engine(f"sqlite:///{live}", pool_size=3))
+    stop, wrote = threading.Event(), threading.Event()
+
+    def write_sessions() -> None:
+        # Each transaction adds a session with exactly one message.
+        while not stop.is_set():
+            with db.write() as session:
+                row = SessionRow(project_path="/p", last_accessed_at=NOW)
+                session.add(row)
+                session.flush()
+                session.add(MessageRow(session_id=row.id, seq=1, type=MessageType.USER))
+            wrote.set()
+
+    writer = threading.Thread(target=write_sessions)
+    writer.start()
+    try:
+        assert wrote.wait(timeout=10)
+        copies = [operations.backup(db, tmp_path / f"copy-{n}.db").path for n in range(3)]
+    finally:
+        stop.set()
+        writer.join()
+        db.dispose()
+    for copy in copies:
+        connection = sqlite3.connect(copy)
+        try:
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            sessions = connection.execute("SELECT count(*) FROM sessions").fetchone()[0]
+            messages = connection.execute("SELECT count(*) FROM session_messages").fetchone()[0]
+        finally:
+            connection.close()
+        assert sessions == messages > 0
 
 
 def _fake_pg_dump(directory: Path, version: str, body: str = "exit 0") -> Path:

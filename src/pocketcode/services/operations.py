@@ -812,7 +812,8 @@ def _row_counts(connection: sa.Connection, names: list[str]) -> dict[str, int]:
 
 
 def _sqlite_stats(db: Database, database: str, info: RevisionInfo) -> DatabaseStats:
-    with db.engine.connect() as connection:
+    with db.read() as session:
+        connection = session.connection()
         names = _our_existing_tables(connection)
         counts = _row_counts(connection, names)
         page_size = int(connection.exec_driver_sql("PRAGMA page_size").scalar_one())
@@ -828,7 +829,6 @@ def _sqlite_stats(db: Database, database: str, info: RevisionInfo) -> DatabaseSt
             sizes = {str(row[0]): int(row[1]) for row in rows}
         except sa.exc.OperationalError:
             size_note = "per-table sizes need SQLite's dbstat table, which this build lacks"
-        connection.rollback()
     tables = [TableStats(name, counts[name], sizes.get(name) if sizes else None) for name in names]
     return DatabaseStats(
         backend="sqlite",
