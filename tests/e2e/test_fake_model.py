@@ -160,6 +160,31 @@ def test_api_errors_end_the_run_with_is_error(
     assert str(status) in run.result["result"] or status == 401
 
 
+def test_retries_are_reported_as_api_retry_lines(
+    claude: ClaudeCli, fake_model: StartFakeModel
+) -> None:
+    server = fake_model(error(529), text("made it"))
+
+    run = claude.run(server, "hello", max_retries=1)
+
+    [retry] = [line for line in run.of_type("system") if line["subtype"] == "api_retry"]
+    assert (retry["attempt"], retry["error_status"], retry["error"]) == (1, 529, "overloaded")
+    assert run.result["is_error"] is False
+    assert run.result["result"] == "made it"
+    assert len(server.main_requests) == 2
+
+
+def test_a_stall_on_the_stream_and_on_the_fallback_fails_the_run(
+    claude: ClaudeCli, fake_model: StartFakeModel
+) -> None:
+    server = fake_model(stall(0.5), stall(0.5), text("never sent"))
+
+    run = claude.run(server, "hello")
+
+    assert run.result["is_error"] is True
+    assert [r.body["stream"] for r in server.main_requests] == [True, False]
+
+
 def test_error_json_and_headers_match_the_real_api(fake_model: StartFakeModel) -> None:
     server = fake_model(error(429, "slow down", retry_after=7), error(529))
     body = {"model": "m", "max_tokens": 32000, "tools": [], "messages": []}

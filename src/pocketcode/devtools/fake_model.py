@@ -19,6 +19,9 @@ Which request is which (observed with Claude Code 2.1.330; docs/claude-cli-offli
   and the helpers the CLI can make but did not make in `-p` or SDK mode here — tool-free
   helpers (no `tools` key; title generation asks for `output_config.format`) and probes with a
   tiny `max_tokens` (model validation sends `max_tokens: 1`).
+
+After a broken or stalled stream the CLI retries once without streaming (`"stream": false`),
+even with CLAUDE_CODE_MAX_RETRIES=0; that retry is a main request and takes the next turn.
 """
 
 from __future__ import annotations
