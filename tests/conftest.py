@@ -61,9 +61,7 @@ def _truncate_all(url: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
-) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """A migrated, empty database of each backend."""
     if request.param == "sqlite":
         path = tmp_path / "pocketcode.db"
@@ -75,9 +73,7 @@ def database_url(
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_database_url(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables at all, of each backend."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"

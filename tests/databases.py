@@ -38,9 +38,11 @@ def find_admin_url() -> str:
 
 
 def _libpq(url: str | URL) -> str:
-    return make_url(str(url) if isinstance(url, URL) else url).set(
-        drivername="postgresql"
-    ).render_as_string(hide_password=False)
+    return (
+        make_url(str(url) if isinstance(url, URL) else url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
 
 
 def create_database(admin_url: str, prefix: str = "pocketcode_test") -> str:

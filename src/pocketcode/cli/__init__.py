@@ -33,17 +33,27 @@ err_console = Console(stderr=True)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error a user can cause ends as one readable line and exit status 1."""
     from pydantic import ValidationError
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
     try:
         app(args=argv, prog_name="pocketcode")
     except PocketcodeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except ValidationError as exc:
-        err_console.print(f"[bold red]error:[/] invalid configuration:\n{exc}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] invalid configuration:\n{exc}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        err_console.print(f"[bold red]error:[/] cannot use the database: {reason}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] cannot use the database: {reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        err_console.print(f"[bold red]error:[/] database error: {reason}", soft_wrap=True)
         sys.exit(1)

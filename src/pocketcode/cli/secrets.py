@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-secrets_app = typer.Typer(help="Manage the key that encrypts secrets at rest.",
-                          no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Manage the key that encrypts secrets at rest.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -21,7 +22,9 @@ def generate_key_command() -> None:
 @secrets_app.command("rotate")
 def rotate(
     new_key: str | None = typer.Option(
-        None, "--new-key", help="The new key; required when POCKETCODE_SECRET_KEY is set.",
+        None,
+        "--new-key",
+        help="The new key; required when POCKETCODE_SECRET_KEY is set.",
         envvar="POCKETCODE_NEW_SECRET_KEY",
     ),
 ) -> None:

@@ -54,5 +54,10 @@ def serve(
     console.print(f"pocketcode is running at [bold]http://{url_host}:{settings.port}/[/]")
     console.print(f"database: {mask_url_password(settings.effective_database_url)}", style="dim")
     app = create_app(settings, db)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                server_header=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        server_header=False,
+    )

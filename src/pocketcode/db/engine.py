@@ -82,7 +82,7 @@ def create_db_engine(
     connect_timeout: float = 2.0,
     checkout_timeout: float = 10.0,
 ) -> Engine:
-    url = normalise_url(str(url) if isinstance(url, URL) else url)
+    url = normalise_url(url.render_as_string(hide_password=False) if isinstance(url, URL) else url)
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -87,9 +87,7 @@ class SessionRow(Base):
     status: Mapped[LifecycleStatus] = mapped_column(
         enum_column_type(LifecycleStatus, "status"), default=LifecycleStatus.ACTIVE
     )
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", default=dict, server_default="{}"
-    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     is_working: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     current_job_id: Mapped[uuid.UUID | None] = mapped_column()
     last_job_status: Mapped[JobStatus | None] = mapped_column(
@@ -148,9 +146,7 @@ class JobRow(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    session_id: Mapped[uuid.UUID] = mapped_column(
-        sa.ForeignKey("sessions.id", ondelete="CASCADE")
-    )
+    session_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
     status: Mapped[JobStatus] = mapped_column(
         enum_column_type(JobStatus, "status"), default=JobStatus.PENDING
     )
@@ -189,18 +185,14 @@ class MessageRow(Base):
     __tablename__ = "session_messages"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    session_id: Mapped[uuid.UUID] = mapped_column(
-        sa.ForeignKey("sessions.id", ondelete="CASCADE")
-    )
+    session_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column()
     type: Mapped[MessageType] = mapped_column(enum_column_type(MessageType, "type"))
     # Finer kind inside a type: text, thinking, tool_use, tool_result, init, cancelled…
     subtype: Mapped[str | None] = mapped_column(sa.String(64))
     text: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    job_id: Mapped[uuid.UUID | None] = mapped_column(
-        sa.ForeignKey("jobs.id", ondelete="SET NULL")
-    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     provider_session_id: Mapped[str | None] = mapped_column(sa.String(128))
     provider_message_uuid: Mapped[str | None] = mapped_column(sa.String(64))
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(128))
@@ -228,9 +220,7 @@ class FileRow(Base):
     __tablename__ = "files"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    session_id: Mapped[uuid.UUID] = mapped_column(
-        sa.ForeignKey("sessions.id", ondelete="CASCADE")
-    )
+    session_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(sa.Text)
     content: Mapped[str | None] = mapped_column(sa.Text)
     encoding: Mapped[str] = mapped_column(sa.String(20), default="utf-8", server_default="utf-8")
@@ -251,9 +241,7 @@ class PermissionRequestRow(Base):
     __tablename__ = "permission_requests"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    session_id: Mapped[uuid.UUID] = mapped_column(
-        sa.ForeignKey("sessions.id", ondelete="CASCADE")
-    )
+    session_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
     tool_name: Mapped[str] = mapped_column(sa.String(128))
     tool_input: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
@@ -279,7 +267,9 @@ class ModelPricingRow(Base):
 
     __tablename__ = "model_pricing"
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    )
     model_name: Mapped[str] = mapped_column(sa.String(255), unique=True)
     input_price_per_million: Mapped[Decimal | None] = mapped_column(DecimalType(10, 6))
     output_price_per_million: Mapped[Decimal | None] = mapped_column(DecimalType(10, 6))
@@ -298,7 +288,9 @@ class AppSettingRow(Base):
 
     __tablename__ = "app_settings"
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(sa.String(255), unique=True)
     value: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = _created_at()
@@ -399,7 +391,9 @@ def _archive_table(source: sa.Table, name: str) -> sa.Table:
         )
         columns.append(copy)
     columns.append(
-        sa.Column("archived_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp())
+        sa.Column(
+            "archived_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()
+        )
     )
     extra: list[Any] = [sa.Index(None, "archived_at")]
     if "session_id" in source.columns:

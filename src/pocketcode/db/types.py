@@ -72,7 +72,9 @@ class DecimalType(sa.TypeDecorator[Any]):
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(sa.Float(asdecimal=True, decimal_return_scale=self.scale))
+            return dialect.type_descriptor(
+                sa.Float(asdecimal=True, decimal_return_scale=self.scale)
+            )
         return dialect.type_descriptor(sa.Numeric(self.precision, self.scale))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:

@@ -126,7 +126,9 @@ def verify_keyring(db: Database, keyring: Keyring) -> None:
 
 def _rotate_rows(session: Session, keyring: Keyring) -> int:
     count = 0
-    for setting in session.scalars(sa.select(AppSettingRow).where(AppSettingRow.value.is_not(None))):
+    for setting in session.scalars(
+        sa.select(AppSettingRow).where(AppSettingRow.value.is_not(None))
+    ):
         setting.value = keyring.rotate(setting.value or "")
         count += 1
     for user in session.scalars(sa.select(UserRow).where(UserRow.totp_secret.is_not(None))):
