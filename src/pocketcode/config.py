@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pocketcode.domain.errors import ConfigurationError
 
 ENV_PREFIX = "POCKETCODE_"
 CONFIG_FILE_NAME = "config.toml"
@@ -98,7 +101,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list of paths ({exc})") from None
             return [part for part in text.split(os.pathsep) if part]
         return value
 
@@ -150,13 +156,48 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+    """The effective settings; a bad value or config file raises one readable
+    `ConfigurationError` that names where the value came from and never repeats it."""
+    path = config_file_path()
+    if f"{ENV_PREFIX}CONFIG_FILE" in os.environ and not path.exists():
+        raise ConfigurationError(f"{ENV_PREFIX}CONFIG_FILE names {path}, which does not exist")
+    if path.exists() and not path.is_file():
+        raise ConfigurationError(f"the config file {path} is not a file")
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"the config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        problems = "; ".join(_explain(error, path, overrides) for error in exc.errors())
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def _explain(error: Any, config_file: Path, overrides: dict[str, Any]) -> str:
+    # Only the message, never the input: the input may be a password or a key.
+    name = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {name!r} in {config_file}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    env_name = f"{ENV_PREFIX}{name.upper()}"
+    if name in overrides:
+        source = name
+    elif any(key.upper() == env_name for key in os.environ):
+        source = env_name
+    else:
+        source = f"{name} in {config_file}"
+    return f"{source}: {message}"
 
 
 def mask_url_password(url: str) -> str:
+    """The URL with its password hidden, also when libpq gets it as `?password=`."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
