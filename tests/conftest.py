@@ -31,14 +31,28 @@ def pg_admin_url() -> str:
     return databases.find_admin_url()
 
 
+SeedRows = dict[str, list[dict[str, object]]]
+
+
 @pytest.fixture(scope="session")
-def pg_migrated_url(pg_admin_url: str) -> Iterator[str]:
+def pg_migrated(pg_admin_url: str) -> Iterator[tuple[str, SeedRows]]:
+    """A migrated PostgreSQL database and the rows the migrations seeded into it."""
     url = databases.create_database(pg_admin_url)
     engine = create_db_engine(url, pool_size=2)
     migrate.upgrade(Database(engine))
+    with engine.connect() as conn:
+        seeded = {
+            table.name: [dict(row._mapping) for row in conn.execute(table.select())]
+            for table in Base.metadata.sorted_tables
+        }
     engine.dispose()
-    yield url
+    yield url, {name: rows for name, rows in seeded.items() if rows}
     databases.drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def pg_migrated_url(pg_migrated: tuple[str, SeedRows]) -> str:
+    return pg_migrated[0]
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +66,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _truncate_all(url: str) -> None:
+def _reset(url: str, seeded: SeedRows) -> None:
+    """Back to the state right after migrations: empty tables but the seeded rows."""
     engine = create_db_engine(url, pool_size=1)
     names = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+        for name, rows in seeded.items():
+            conn.execute(Base.metadata.tables[name].insert(), rows)
     engine.dispose()
 
 
@@ -67,9 +84,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
         path = tmp_path / "pocketcode.db"
         shutil.copyfile(sqlite_template, path)
         return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("pg_migrated_url")
-    _truncate_all(url)
-    return url
+    url, seeded = request.getfixturevalue("pg_migrated")
+    _reset(url, seeded)
+    return str(url)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -145,12 +145,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for queries; it is rolled back at the end, so it cannot write by mistake."""
+        """A session for queries. Closing it rolls back whatever it did, so it cannot write by
+        mistake, and leaves the rows it loaded readable after the block."""
         with self._read() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -69,16 +69,22 @@ FINISHED_JOB_STATUSES = frozenset(
 )
 
 _PROCESS_TRANSITIONS: dict[ProcessStatus, frozenset[ProcessStatus]] = {
-    ProcessStatus.IDLE: frozenset({ProcessStatus.STARTING}),
+    ProcessStatus.IDLE: frozenset({ProcessStatus.STARTING, ProcessStatus.STREAMING}),
     ProcessStatus.STARTING: frozenset(
         {ProcessStatus.STREAMING, ProcessStatus.FAILED, ProcessStatus.CANCELLED}
     ),
     ProcessStatus.STREAMING: frozenset(
         {ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED}
     ),
-    ProcessStatus.COMPLETED: frozenset({ProcessStatus.STARTING, ProcessStatus.IDLE}),
-    ProcessStatus.FAILED: frozenset({ProcessStatus.STARTING, ProcessStatus.IDLE}),
-    ProcessStatus.CANCELLED: frozenset({ProcessStatus.STARTING, ProcessStatus.IDLE}),
+    ProcessStatus.COMPLETED: frozenset(
+        {ProcessStatus.STARTING, ProcessStatus.STREAMING, ProcessStatus.IDLE}
+    ),
+    ProcessStatus.FAILED: frozenset(
+        {ProcessStatus.STARTING, ProcessStatus.STREAMING, ProcessStatus.IDLE}
+    ),
+    ProcessStatus.CANCELLED: frozenset(
+        {ProcessStatus.STARTING, ProcessStatus.STREAMING, ProcessStatus.IDLE}
+    ),
 }
 
 _JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {

@@ -1,0 +1,59 @@
+"""Every path a user gives is resolved (symlinks and `..` included) and must lie inside an
+allowed root before anything opens it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from pocketcode.domain.errors import InvalidInput
+
+MAX_PATH_LENGTH = 4096
+
+
+def _reject_bad_text(raw: str, what: str) -> None:
+    if not raw or not raw.strip():
+        raise InvalidInput(f"{what} is empty")
+    if "\x00" in raw:
+        raise InvalidInput(f"{what} contains a NUL byte")
+    if len(raw) > MAX_PATH_LENGTH:
+        raise InvalidInput(f"{what} is longer than {MAX_PATH_LENGTH} characters")
+
+
+def resolve_inside_roots(raw: str, roots: Sequence[Path], *, what: str = "path") -> Path:
+    """The real absolute path of `raw`, which must be inside one of `roots`.
+
+    `~` is not expanded: a path from a request is taken literally, and a relative path is
+    refused, so the server's working directory never decides what a request reaches.
+    """
+    _reject_bad_text(raw, what)
+    candidate = Path(raw)
+    if not candidate.is_absolute():
+        raise InvalidInput(f"{what} must be absolute: {raw!r}")
+    resolved = Path(os.path.realpath(candidate))
+    for root in roots:
+        real_root = Path(os.path.realpath(root))
+        if resolved == real_root or resolved.is_relative_to(real_root):
+            return resolved
+    raise InvalidInput(f"{what} {raw!r} is outside the allowed project roots")
+
+
+def resolve_project_dir(raw: str, roots: Sequence[Path]) -> Path:
+    path = resolve_inside_roots(raw, roots, what="project path")
+    if not path.is_dir():
+        raise InvalidInput(f"project path {str(path)!r} is not an existing directory")
+    return path
+
+
+def normalise_relative_path(raw: str, *, what: str = "file path") -> str:
+    """A clean relative POSIX path inside a project: no absolute paths, no `..`, no empty parts."""
+    _reject_bad_text(raw, what)
+    if raw.startswith(("/", "\\")) or (len(raw) > 1 and raw[1] == ":"):
+        raise InvalidInput(f"{what} must be relative to the project: {raw!r}")
+    parts = [part for part in PurePosixPath(raw.replace("\\", "/")).parts if part not in ("", ".")]
+    if not parts:
+        raise InvalidInput(f"{what} names no file: {raw!r}")
+    if ".." in parts:
+        raise InvalidInput(f"{what} may not contain '..': {raw!r}")
+    return "/".join(parts)

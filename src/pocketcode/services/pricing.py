@@ -1,0 +1,159 @@
+"""Model prices and the cost formula (seed 004 `model_pricing`).
+
+cost = input × input price
+     + output × output price
+     + cache write × input price × cache write multiplier
+     + cache read × input price × cache read multiplier      (prices per million tokens)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import ModelPricingRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.errors import InvalidInput, NotFound
+
+MILLION = Decimal(1_000_000)
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+_PROVIDER_SUFFIX = re.compile(r"(\[1m\]|-v\d+(:\d+)?|@\d{8})$")
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Price:
+    model_name: str
+    input_per_million: Decimal
+    output_per_million: Decimal
+    cache_write_multiplier: Decimal = Decimal("1.25")
+    cache_read_multiplier: Decimal = Decimal("0.1")
+
+    @classmethod
+    def from_row(cls, row: ModelPricingRow) -> Price:
+        return cls(
+            row.model_name,
+            row.input_price_per_million or Decimal(0),
+            row.output_price_per_million or Decimal(0),
+            row.cache_write_multiplier,
+            row.cache_read_multiplier,
+        )
+
+
+def compute_cost(usage: TokenUsage, price: Price) -> Decimal:
+    for name in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens"):
+        if getattr(usage, name) < 0:
+            raise InvalidInput(f"{name} must not be negative")
+    per_input = price.input_per_million / MILLION
+    return (
+        usage.input_tokens * per_input
+        + usage.output_tokens * price.output_per_million / MILLION
+        + usage.cache_creation_tokens * per_input * price.cache_write_multiplier
+        + usage.cache_read_tokens * per_input * price.cache_read_multiplier
+    )
+
+
+def _candidates(model: str) -> list[str]:
+    """Names to try, most specific first: as given, without a provider suffix, without a date."""
+    names = [model.strip().lower()]
+    bare = _PROVIDER_SUFFIX.sub("", names[0])
+    bare = bare.removeprefix("us.anthropic.").removeprefix("anthropic.")
+    names.append(bare)
+    names.append(_DATE_SUFFIX.sub("", bare))
+    return list(dict.fromkeys(name for name in names if name))
+
+
+class PricingService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def list_prices(self) -> list[ModelPricingRow]:
+        with self.db.read() as session:
+            return list(
+                session.scalars(sa.select(ModelPricingRow).order_by(ModelPricingRow.model_name))
+            )
+
+    def lookup(self, model: str) -> Price | None:
+        """The price of `model`: an exact row, else the same name without a provider suffix
+        or date, else the newest dated row of that name (`claude-sonnet-4-5` →
+        `claude-sonnet-4-5-20250929`)."""
+        if not model or not model.strip():
+            return None
+        candidates = _candidates(model)
+        with self.db.read() as session:
+            rows = {
+                row.model_name.lower(): row
+                for row in session.scalars(
+                    sa.select(ModelPricingRow).where(
+                        sa.func.lower(ModelPricingRow.model_name).in_(candidates)
+                    )
+                )
+            }
+            for name in candidates:
+                if name in rows:
+                    return Price.from_row(rows[name])
+            base = candidates[-1]
+            dated = session.scalars(
+                sa.select(ModelPricingRow)
+                .where(sa.func.lower(ModelPricingRow.model_name).like(f"{base}-________"))
+                .order_by(ModelPricingRow.model_name.desc())
+            ).first()
+        return Price.from_row(dated) if dated is not None else None
+
+    def cost(self, model: str, usage: TokenUsage) -> Decimal | None:
+        """The cost of `usage` on `model`, or None when the model has no price."""
+        price = self.lookup(model)
+        return compute_cost(usage, price) if price is not None else None
+
+    def upsert(
+        self,
+        model_name: str,
+        *,
+        input_per_million: Decimal,
+        output_per_million: Decimal,
+        cache_write_multiplier: Decimal = Decimal("1.25"),
+        cache_read_multiplier: Decimal = Decimal("0.1"),
+    ) -> ModelPricingRow:
+        name = model_name.strip()
+        if not name or len(name) > 255:
+            raise InvalidInput("model name must be 1 to 255 characters")
+        for label, value, limit in (
+            ("input price", input_per_million, Decimal(10_000)),
+            ("output price", output_per_million, Decimal(10_000)),
+            ("cache write multiplier", cache_write_multiplier, Decimal(100)),
+            ("cache read multiplier", cache_read_multiplier, Decimal(100)),
+        ):
+            if not value.is_finite() or value < 0 or value >= limit:
+                raise InvalidInput(f"{label} must be between 0 and {limit}")
+        with self.db.write() as session:
+            row = session.scalar(
+                sa.select(ModelPricingRow).where(ModelPricingRow.model_name == name)
+            )
+            if row is None:
+                row = ModelPricingRow(model_name=name)
+                session.add(row)
+            row.input_price_per_million = input_per_million
+            row.output_price_per_million = output_per_million
+            row.cache_write_multiplier = cache_write_multiplier
+            row.cache_read_multiplier = cache_read_multiplier
+            row.updated_at = utcnow()
+        return row
+
+    def delete(self, model_name: str) -> None:
+        with self.db.write() as session:
+            result = session.execute(
+                sa.delete(ModelPricingRow).where(ModelPricingRow.model_name == model_name)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(f"no price for model {model_name!r}")

@@ -1,0 +1,384 @@
+"""Sessions: create, find, update, the seeds' scopes, and the process-state methods of seed
+004's ClaudeSession model (increment_turn, mark_completed, start_streaming…)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import CONTEXT_MAX_CHARS, SessionRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.claude_paths import encode_project_dir_name
+from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from pocketcode.domain.states import (
+    ACTIVE_PROCESS_STATUSES,
+    JobStatus,
+    LifecycleStatus,
+    PermissionMode,
+    ProcessStatus,
+    Provider,
+    can_move_process,
+)
+from pocketcode.services.paths import resolve_project_dir
+
+TITLE_MAX_CHARS = 255
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def claude_config_dir() -> Path:
+    """The CLI's configuration folder: `CLAUDE_CONFIG_DIR`, else `~/.claude`."""
+    configured = os.environ.get("CLAUDE_CONFIG_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".claude"
+
+
+def claude_transcript_dir(project_path: Path, config_dir: Path | None = None) -> Path:
+    base = config_dir or claude_config_dir()
+    return base / "projects" / encode_project_dir_name(str(project_path))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and cost of one turn or one run, added to a session's totals."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    cli_cost_usd: Decimal | None = None
+
+
+def _check_context(context: str | None) -> None:
+    if context is not None and len(context) > CONTEXT_MAX_CHARS:
+        raise InvalidInput(f"context is longer than {CONTEXT_MAX_CHARS} characters")
+
+
+def _check_title(title: str | None) -> str | None:
+    if title is None:
+        return None
+    title = title.strip()
+    if not title:
+        raise InvalidInput("title is empty")
+    if len(title) > TITLE_MAX_CHARS:
+        raise InvalidInput(f"title is longer than {TITLE_MAX_CHARS} characters")
+    return title
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    if offset < 0:
+        raise InvalidInput("offset must not be negative")
+
+
+def _parse_id(session_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(session_id, uuid.UUID):
+        return session_id
+    try:
+        return uuid.UUID(session_id)
+    except ValueError:
+        raise NotFound(f"session {session_id!r} not found") from None
+
+
+def load_session(
+    session: Session, session_id: uuid.UUID | str, *, lock: bool = False
+) -> SessionRow:
+    """The row of a session (not soft-deleted), or NotFound. `lock` takes a row lock on
+    PostgreSQL (SQLite's write transactions are already exclusive)."""
+    query = sa.select(SessionRow).where(
+        SessionRow.id == _parse_id(session_id), SessionRow.deleted_at.is_(None)
+    )
+    if lock:
+        query = query.with_for_update()
+    row = session.scalar(query)
+    if row is None:
+        raise NotFound(f"session {session_id} not found")
+    return row
+
+
+class SessionService:
+    def __init__(self, db: Database, allowed_roots: Sequence[Path]) -> None:
+        self.db = db
+        self.allowed_roots = list(allowed_roots)
+
+    # -- create, find, update ------------------------------------------------------------
+
+    def create(
+        self,
+        project_path: str,
+        *,
+        provider: Provider = Provider.CLAUDE_CODE,
+        title: str | None = None,
+        context: str | None = None,
+        model: str | None = None,
+        permission_mode: PermissionMode | None = None,
+        metadata: dict[str, Any] | None = None,
+        provider_session_id: str | None = None,
+    ) -> SessionRow:
+        project = resolve_project_dir(project_path, self.allowed_roots)
+        _check_context(context)
+        row = SessionRow(
+            provider=provider,
+            project_path=str(project),
+            claude_directory_path=(
+                str(claude_transcript_dir(project)) if provider is Provider.CLAUDE_CODE else None
+            ),
+            provider_session_id=provider_session_id,
+            title=_check_title(title),
+            context=context,
+            model=model,
+            permission_mode=permission_mode,
+            metadata_=dict(metadata or {}),
+        )
+        with self.db.write() as session:
+            if provider_session_id is not None:
+                existing = session.scalar(
+                    sa.select(SessionRow.id).where(
+                        SessionRow.provider == provider,
+                        SessionRow.provider_session_id == provider_session_id,
+                    )
+                )
+                if existing is not None:
+                    raise Conflict(
+                        f"provider session {provider_session_id} is already session {existing}"
+                    )
+            session.add(row)
+        return row
+
+    def get(self, session_id: uuid.UUID | str) -> SessionRow:
+        with self.db.read() as session:
+            return load_session(session, session_id)
+
+    def find_by_provider_session(
+        self, provider: Provider, provider_session_id: str
+    ) -> SessionRow | None:
+        with self.db.read() as session:
+            return session.scalar(
+                sa.select(SessionRow).where(
+                    SessionRow.provider == provider,
+                    SessionRow.provider_session_id == provider_session_id,
+                    SessionRow.deleted_at.is_(None),
+                )
+            )
+
+    def list_sessions(
+        self,
+        *,
+        status: LifecycleStatus | None = None,
+        project_path: str | None = None,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
+    ) -> tuple[list[SessionRow], int]:
+        """Sessions, most recently accessed first, and the total matching."""
+        _check_page(limit, offset)
+        conditions: list[sa.ColumnElement[bool]] = [SessionRow.deleted_at.is_(None)]
+        if status is not None:
+            conditions.append(SessionRow.status == status)
+        if project_path is not None:
+            conditions.append(SessionRow.project_path == project_path)
+        with self.db.read() as session:
+            total = session.scalar(
+                sa.select(sa.func.count()).select_from(SessionRow).where(*conditions)
+            )
+            rows = session.scalars(
+                sa.select(SessionRow)
+                .where(*conditions)
+                .order_by(SessionRow.last_accessed_at.desc(), SessionRow.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return list(rows), int(total or 0)
+
+    def active(self, limit: int = DEFAULT_PAGE) -> list[SessionRow]:
+        """Seed 000's "find active sessions": status active, most recently accessed first."""
+        rows, _ = self.list_sessions(status=LifecycleStatus.ACTIVE, limit=limit)
+        return rows
+
+    def recent(self, days: float, limit: int = MAX_PAGE) -> list[SessionRow]:
+        """Seed 004's `recent($days)` scope: activity within the last `days` days."""
+        if days <= 0:
+            raise InvalidInput("days must be positive")
+        _check_page(limit, 0)
+        cutoff = utcnow() - timedelta(days=days)
+        with self.db.read() as session:
+            return list(
+                session.scalars(
+                    sa.select(SessionRow)
+                    .where(SessionRow.deleted_at.is_(None), SessionRow.last_activity_at >= cutoff)
+                    .order_by(SessionRow.last_activity_at.desc())
+                    .limit(limit)
+                ).all()
+            )
+
+    def update(
+        self,
+        session_id: uuid.UUID | str,
+        *,
+        title: str | None = None,
+        context: str | None = None,
+        model: str | None = None,
+        permission_mode: PermissionMode | None = None,
+        metadata: dict[str, Any] | None = None,
+        status: LifecycleStatus | None = None,
+    ) -> SessionRow:
+        """Change the given fields; a field left at None keeps its value."""
+        _check_context(context)
+        title = _check_title(title)
+        with self.db.write() as session:
+            row = load_session(session, session_id, lock=True)
+            if title is not None:
+                row.title = title
+            if context is not None:
+                row.context = context
+            if model is not None:
+                row.model = model.strip() or None
+            if permission_mode is not None:
+                row.permission_mode = permission_mode
+            if metadata is not None:
+                row.metadata_ = dict(metadata)
+            if status is not None:
+                row.status = status
+            row.updated_at = utcnow()
+        return row
+
+    def touch(self, session_id: uuid.UUID | str) -> None:
+        """Record that the user looked at the session (seed 000's last_accessed_at)."""
+        self._update_where(session_id, last_accessed_at=utcnow())
+
+    def delete(self, session_id: uuid.UUID | str) -> None:
+        """Soft delete, as PokéCode's DELETE did; refused while a run is active."""
+        with self.db.write() as session:
+            row = load_session(session, session_id, lock=True)
+            if row.is_working:
+                raise Conflict("the session is running; cancel it before deleting")
+            row.deleted_at = utcnow()
+            row.status = LifecycleStatus.INACTIVE
+
+    def purge(self, session_id: uuid.UUID | str) -> None:
+        """Delete the row for good; messages, files, jobs and requests go by cascade."""
+        with self.db.write() as session:
+            row = session.get(SessionRow, _parse_id(session_id))
+            if row is None:
+                raise NotFound(f"session {session_id} not found")
+            if row.is_working:
+                raise Conflict("the session is running; cancel it before deleting")
+            session.delete(row)
+
+    # -- run state (seed 004's ClaudeSession methods) -------------------------------------
+
+    def increment_turn(self, session_id: uuid.UUID | str) -> int:
+        with self.db.write() as session:
+            turns = session.scalar(
+                sa.update(SessionRow)
+                .where(SessionRow.id == _parse_id(session_id), SessionRow.deleted_at.is_(None))
+                .values(
+                    turn_count=SessionRow.turn_count + 1,
+                    last_activity_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+                .returning(SessionRow.turn_count)
+            )
+        if turns is None:
+            raise NotFound(f"session {session_id} not found")
+        return int(turns)
+
+    def mark_completed(self, session_id: uuid.UUID | str) -> None:
+        """The last run succeeded (seed 004 set status=completed; ours keeps lifecycle apart)."""
+        self._update_where(
+            session_id, last_job_status=JobStatus.COMPLETED, last_activity_at=utcnow()
+        )
+
+    def mark_failed(self, session_id: uuid.UUID | str) -> None:
+        self._update_where(session_id, last_job_status=JobStatus.FAILED, last_activity_at=utcnow())
+
+    def mark_starting(self, session_id: uuid.UUID | str, job_id: uuid.UUID | None) -> None:
+        self._move(session_id, ProcessStatus.STARTING, is_working=True, current_job_id=job_id)
+
+    def start_streaming(
+        self, session_id: uuid.UUID | str, pid: int | None, create_time: float | None = None
+    ) -> None:
+        """The agent process is up and producing output."""
+        self._move(
+            session_id,
+            ProcessStatus.STREAMING,
+            is_working=True,
+            process_pid=pid,
+            process_create_time=create_time,
+        )
+
+    def complete_streaming(self, session_id: uuid.UUID | str) -> None:
+        self._finish(session_id, ProcessStatus.COMPLETED, JobStatus.COMPLETED)
+
+    def fail_streaming(self, session_id: uuid.UUID | str) -> None:
+        self._finish(session_id, ProcessStatus.FAILED, JobStatus.FAILED)
+
+    def cancel_streaming(self, session_id: uuid.UUID | str) -> None:
+        self._finish(session_id, ProcessStatus.CANCELLED, JobStatus.CANCELLED)
+
+    def is_streaming(self, session_id: uuid.UUID | str) -> bool:
+        return self.get(session_id).process_status in ACTIVE_PROCESS_STATUSES
+
+    def add_usage(self, session_id: uuid.UUID | str, usage: Usage) -> None:
+        """Add a turn's tokens and cost to the session's totals, atomically."""
+        values: dict[str, Any] = {
+            "input_tokens": SessionRow.input_tokens + usage.input_tokens,
+            "output_tokens": SessionRow.output_tokens + usage.output_tokens,
+            "cache_creation_tokens": SessionRow.cache_creation_tokens + usage.cache_creation_tokens,
+            "cache_read_tokens": SessionRow.cache_read_tokens + usage.cache_read_tokens,
+            "total_cost_usd": SessionRow.total_cost_usd + usage.cost_usd,
+            "updated_at": utcnow(),
+        }
+        if usage.cli_cost_usd is not None:
+            # The CLI reports a cumulative total across resumes: keep the latest, not a sum.
+            values["cli_total_cost_usd"] = usage.cli_cost_usd
+        self._update_where(session_id, **values)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _update_where(self, session_id: uuid.UUID | str, **values: Any) -> None:
+        with self.db.write() as session:
+            result = session.execute(
+                sa.update(SessionRow)
+                .where(SessionRow.id == _parse_id(session_id), SessionRow.deleted_at.is_(None))
+                .values(**values)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(f"session {session_id} not found")
+
+    def _move(self, session_id: uuid.UUID | str, target: ProcessStatus, **values: Any) -> None:
+        with self.db.write() as session:
+            row = load_session(session, session_id, lock=True)
+            if row.process_status != target and not can_move_process(row.process_status, target):
+                raise InvalidTransition(
+                    f"session {row.id} cannot go from {row.process_status.value} to {target.value}"
+                )
+            row.process_status = target
+            for name, value in values.items():
+                setattr(row, name, value)
+            now = utcnow()
+            row.last_activity_at = now
+            row.updated_at = now
+
+    def _finish(
+        self, session_id: uuid.UUID | str, target: ProcessStatus, outcome: JobStatus
+    ) -> None:
+        self._move(
+            session_id,
+            target,
+            is_working=False,
+            current_job_id=None,
+            process_pid=None,
+            process_create_time=None,
+            last_job_status=outcome,
+        )
