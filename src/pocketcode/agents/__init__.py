@@ -1,0 +1,1 @@
+"""Agent providers. Only this package spawns or kills processes."""
