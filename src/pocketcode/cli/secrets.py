@@ -8,7 +8,7 @@ from rich.console import Console
 secrets_app = typer.Typer(
     help="Manage the key that encrypts secrets at rest.", no_args_is_help=True
 )
-console = Console()
+console = Console(highlight=False, soft_wrap=True)
 
 
 @secrets_app.command("generate-key")
@@ -44,3 +44,5 @@ def rotate(
     console.print(f"re-encrypted {count} stored secret(s) with the new key")
     if settings.secret_key is not None:
         console.print("now set POCKETCODE_SECRET_KEY to the new key before the next start")
+    else:
+        console.print(f"{settings.effective_secret_key_file} now holds only the new key")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pocketcode.config import Settings
@@ -73,17 +75,34 @@ def _parse_keys(text: str, separator: str) -> list[bytes]:
     return [part.strip().encode() for part in text.split(separator) if part.strip()]
 
 
-def _write_key_file(path: Path, keys: list[bytes]) -> None:
-    """Replace the key file atomically; it is never readable by anyone but its owner."""
+def _new_key_file(path: Path, keys: list[bytes]) -> Path:
+    """A fully written 0600 file next to `path` (mkstemp creates it 0600 and never reuses a
+    name, so the key is never readable by others, not even for a moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         handle.write(b"\n".join(keys) + b"\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
+    return Path(name)
+
+
+def _write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Replace the key file atomically."""
+    os.replace(_new_key_file(path, keys), path)
+
+
+def _create_key_file(path: Path) -> None:
+    """Create the key file unless another process just did: two first starts at once must not
+    each encrypt with a key the other then overwrites."""
+    temporary = _new_key_file(path, [generate_key().encode()])
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return
+    finally:
+        temporary.unlink()
+    log.info("created a new secret key file at %s", path)
 
 
 def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
@@ -91,20 +110,32 @@ def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
         keys = _parse_keys(settings.secret_key.get_secret_value(), ",")
         return Keyring(keys, "POCKETCODE_SECRET_KEY")
     path = settings.effective_secret_key_file
-    if not path.exists():
-        if not create:
-            raise ConfigurationError(f"no secret key: {path} does not exist")
-        _write_key_file(path, [generate_key().encode()])
-        log.info("created a new secret key file at %s", path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        os.chmod(path, 0o600)
-        log.warning("secret key file %s was readable by others; set it to 0600", path)
-    return Keyring(_parse_keys(path.read_text(), "\n"), str(path))
+    try:
+        if not path.exists():
+            if not create:
+                raise ConfigurationError(f"no secret key: {path} does not exist")
+            _create_key_file(path)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.warning("secret key file %s was readable by others; set it to 0600", path)
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot use the secret key file {path}: {exc.strerror or exc}"
+        ) from None
+    return Keyring(_parse_keys(text, "\n"), str(path))
 
 
 def verify_keyring(db: Database, keyring: Keyring) -> None:
     """Fail clearly at start-up when the key cannot read what was stored with another key."""
+    try:
+        _verify_or_store_check(db, keyring)
+    except IntegrityError:  # another process stored the check value first: compare with it
+        _verify_or_store_check(db, keyring)
+
+
+def _verify_or_store_check(db: Database, keyring: Keyring) -> None:
     with db.write() as session:
         row = session.scalar(sa.select(AppSettingRow).where(AppSettingRow.key == KEY_CHECK_SETTING))
         if row is None:
@@ -130,7 +161,7 @@ def _rotate_rows(session: Session, keyring: Keyring) -> int:
         sa.select(AppSettingRow).where(AppSettingRow.value.is_not(None))
     ):
         setting.value = keyring.rotate(setting.value or "")
-        count += 1
+        count += setting.key != KEY_CHECK_SETTING  # the user's secrets, not our check value
     for user in session.scalars(sa.select(UserRow).where(UserRow.totp_secret.is_not(None))):
         user.totp_secret = keyring.rotate(user.totp_secret or "")
         count += 1
@@ -145,23 +176,23 @@ def rotate_key(db: Database, settings: Settings, new_key: str | None = None) -> 
     caller must supply the new key (we cannot change the environment, and a key printed once is
     a key easily lost).
     """
+    using_file = settings.secret_key is None
+    if new_key is None and not using_file:
+        raise InvalidInput(
+            "the key comes from POCKETCODE_SECRET_KEY: pass --new-key (make one with "
+            "`pocketcode secrets generate-key`), then set POCKETCODE_SECRET_KEY to it"
+        )
+    final_key = (new_key or generate_key()).strip().encode()
+    Keyring([final_key], "--new-key")  # a malformed new key fails here, before any change
     old = load_keyring(settings, create=False)
     verify_keyring(db, old)
-    using_file = settings.secret_key is None
-    if new_key is None:
-        if not using_file:
-            raise InvalidInput(
-                "the key comes from POCKETCODE_SECRET_KEY: pass --new-key (make one with "
-                "`pocketcode secrets generate-key`), then set POCKETCODE_SECRET_KEY to it"
-            )
-        new_key = generate_key()
-    rotated = Keyring([new_key.strip().encode(), *old.keys], f"{old.source} (rotating)")
+    rotated = Keyring([final_key, *old.keys], f"{old.source} (rotating)")
     path = settings.effective_secret_key_file
     if using_file:
         _write_key_file(path, rotated.keys)
     with db.write() as session:
         count = _rotate_rows(session, rotated)
-    final = Keyring([new_key.strip().encode()], old.source)
+    final = Keyring([final_key], old.source)
     if using_file:
         _write_key_file(path, final.keys)
     return final, count
