@@ -27,6 +27,11 @@ def check_health(db: Database) -> HealthResult:
         first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return HealthResult(False, f"database unreachable: {first_line}")
     head = migrate.head_revision()
+    if revision is None:
+        return HealthResult(False, "database has no schema yet; run `pocketcode db upgrade`")
     if revision != head:
-        return HealthResult(False, f"database schema at {revision}, expected {head}")
+        return HealthResult(
+            False,
+            f"database schema at {revision}, expected {head}; run `pocketcode db upgrade`",
+        )
     return HealthResult(True)

@@ -37,15 +37,20 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
+# PokéCode answered `/health/` too (Fastify), and its client asks for that form; a redirect
+# would send clients behind a proxy to the wrong address.
+@router.get("/health/", include_in_schema=False)
 @router.get("/health", summary="Overall health with per-service status")
 async def health(request: Request) -> JSONResponse:
     state = request.app.state.pocketcode
     result = await run_in_threadpool(check_health, state.db)
-    body = {
+    body: dict[str, object] = {
         "status": "healthy" if result.ok else "unhealthy",
         "timestamp": now_iso_z(),
         "services": {"database": "healthy" if result.ok else "unhealthy", "queue": "unknown"},
         "version": __version__,
         "uptime": round(time.monotonic() - state.started_at, 3),
     }
+    if not result.ok:
+        body["reason"] = result.reason  # additive: PokéCode's client strips unknown keys
     return JSONResponse(body, status_code=200 if result.ok else 503)
