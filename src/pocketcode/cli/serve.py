@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-console = Console()
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from pocketcode.config import Settings
+
+console = Console(highlight=False, soft_wrap=True)
 
 
 def is_loopback(host: str) -> bool:
@@ -19,13 +30,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def server_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 def serve(
     host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port to bind (default 3001)."),
 ) -> None:
     """Migrate the database, then run the server and print the URL to open."""
-    import uvicorn
-
     from pocketcode.config import load_settings, mask_url_password
     from pocketcode.db import migrate
     from pocketcode.db.engine import Database
@@ -42,22 +55,72 @@ def serve(
     settings = load_settings(**overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database.from_settings(settings)
-    migrate.upgrade(db)
-    verify_keyring(db, load_keyring(settings))
-    if not is_loopback(settings.host) and count_users(db) == 0:
-        raise ConfigurationError(
-            f"refusing to listen on {settings.host}: anyone who can reach it could run commands "
-            "on this machine, and no owner account exists yet. Start on 127.0.0.1 first and "
-            "create the owner account."
+    try:
+        migrate.upgrade(db)
+        verify_keyring(db, load_keyring(settings))
+        if not is_loopback(settings.host) and count_users(db) == 0:
+            raise ConfigurationError(
+                f"refusing to listen on {settings.host}: anyone who can reach it could run "
+                "commands on this machine, and no owner account exists yet. Start on 127.0.0.1 "
+                "first and create the owner account."
+            )
+        url = server_url(settings.host, settings.port)
+
+        def announce() -> None:
+            console.print(f"pocketcode is running at [bold]{url}[/]")
+            console.print(
+                f"database: {mask_url_password(settings.effective_database_url)}", style="dim"
+            )
+
+        run_server(create_app(settings, db), settings, on_listening=announce)
+    finally:
+        db.dispose()
+    console.print("pocketcode stopped")
+
+
+def run_server(app: FastAPI, settings: Settings, *, on_listening: Callable[[], None]) -> None:
+    """Run uvicorn until Ctrl+C or SIGTERM; `on_listening` runs once the port accepts
+    connections (so the URL printed is one that answers)."""
+    import uvicorn
+
+    from pocketcode.domain.errors import OperationFailed
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_listening()
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises a caught SIGINT/SIGTERM after its graceful shutdown, which ends
+            # `serve` in "Aborted!" and exit 1 (or death by SIGTERM). A stop is serve's normal
+            # end: shut down gracefully, then return and exit 0.
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            server_header=False,
         )
-    url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    console.print(f"pocketcode is running at [bold]http://{url_host}:{settings.port}/[/]")
-    console.print(f"database: {mask_url_password(settings.effective_database_url)}", style="dim")
-    app = create_app(settings, db)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        server_header=False,
     )
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn exits when it cannot bind or the app's start-up fails; it has logged why.
+        raise OperationFailed(
+            f"the server could not start on {settings.host} port {settings.port} "
+            "(the reason is logged above)"
+        ) from None
