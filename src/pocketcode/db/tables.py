@@ -176,6 +176,14 @@ class JobRow(Base):
     __table_args__ = (
         sa.Index(None, "session_id", "status"),
         sa.Index(None, "status", "created_at"),
+        # At most one run at a time per session, enforced by the database itself.
+        sa.Index(
+            "ix_jobs_session_id_processing",
+            "session_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'processing'"),
+            postgresql_where=sa.text("status = 'processing'"),
+        ),
     )
 
 
