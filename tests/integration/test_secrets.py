@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from pocketcode.cli import main
 from pocketcode.config import Settings
+from pocketcode.db import migrate
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import AppSettingRow, UserRow
 from pocketcode.domain.errors import ConfigurationError, SecretKeyMismatch
@@ -402,3 +404,18 @@ def test_generate_key_prints_a_new_fernet_key(capsys: pytest.CaptureFixture[str]
         fernet = Fernet(key.encode())
         assert fernet.decrypt(fernet.encrypt(b"x")) == b"x"
     assert keys[0] != keys[1]
+
+
+def test_a_failed_start_up_leaves_no_database_file_open(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = Database.from_settings(settings)
+    migrate.upgrade(first)
+    verify_keyring(first, load_keyring(settings))
+    first.dispose()
+    wrong = settings.model_copy(update={"secret_key": SecretStr(generate_key())})
+
+    with pytest.raises(SecretKeyMismatch), TestClient(create_app(wrong)):
+        pass
+
+    open_paths = [item.path for item in psutil.Process().open_files()]
+    assert not [path for path in open_paths if path.startswith(str(settings.data_dir))]

@@ -31,13 +31,13 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = db or Database.from_settings(settings)
-        keyring = load_keyring(settings)
-        verify_keyring(database, keyring)
-        app.state.pocketcode = AppState(settings, database, keyring, time.monotonic())
         try:
+            keyring = load_keyring(settings)
+            verify_keyring(database, keyring)
+            app.state.pocketcode = AppState(settings, database, keyring, time.monotonic())
             yield
         finally:
-            if db is None:
+            if db is None:  # ours to close, also when start-up failed
                 database.dispose()
 
     app = FastAPI(
