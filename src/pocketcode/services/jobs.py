@@ -1,0 +1,402 @@
+"""The prompt queue: each session is its own FIFO queue, and runs one job at a time.
+
+A prompt is stored twice in one transaction: as the session's user message (so every client
+sees it at once, with its `seq`) and as a pending job. Workers claim jobs atomically: the oldest
+pending job of a session that has no job processing, with `FOR UPDATE SKIP LOCKED` on
+PostgreSQL (claimers on other server processes skip the rows being claimed instead of waiting)
+and inside SQLite's BEGIN IMMEDIATE write transaction (writers are serialised already). The
+partial unique index `ix_jobs_session_id_processing` makes the database refuse a second
+processing job in a session whatever happens above it.
+
+`created_at` is the queue order. It is made strictly increasing within a session while the
+session row is locked, so two prompts sent in the same microsecond, or from two hosts whose
+clocks disagree, still run in the order they were stored.
+
+Runs are never retried blindly (they edit files): a job whose worker died becomes
+`interrupted`, and only `requeue` — the user's decision — makes it pending again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import JobRow, MessageRow, SessionRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from pocketcode.domain.states import (
+    FINISHED_JOB_STATUSES,
+    JobStatus,
+    LifecycleStatus,
+    MessageType,
+    can_move_job,
+)
+from pocketcode.services.messages import NewMessage, append_in
+from pocketcode.services.sessions import load_session
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 100_000
+INTERRUPTED_ERROR_CODE = "interrupted"
+DEFAULT_INTERRUPT_REASON = (
+    "The server stopped while this prompt was running, so the run was interrupted. "
+    "Send it again to continue."
+)
+# A claim that loses a race on the one-processing-job index tries again this many times.
+_CLAIM_ATTEMPTS = 3
+_TICK = timedelta(microseconds=1)
+
+
+def _parse_job_id(job_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise NotFound(f"job {job_id!r} not found") from None
+
+
+def _check_prompt(prompt: str) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInput("the prompt is empty")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+    if "\x00" in prompt:
+        # PostgreSQL text cannot hold NUL; refuse it on both databases alike.
+        raise InvalidInput("the prompt contains a NUL character")
+
+
+def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise InvalidInput("options must be an object")
+    try:
+        json.dumps(options)
+    except (TypeError, ValueError):
+        raise InvalidInput("options must be JSON") from None
+    return dict(options)
+
+
+def _next_queue_time(session: Session, session_id: uuid.UUID) -> datetime:
+    """Now, or just after the session's newest job if the clock says otherwise. Call it with
+    the session row locked, so two writers cannot hand out the same time."""
+    now = utcnow()
+    newest = session.scalar(
+        sa.select(sa.func.max(JobRow.created_at)).where(JobRow.session_id == session_id)
+    )
+    return max(now, newest + _TICK) if newest is not None else now
+
+
+def _writable_session(session: Session, session_id: uuid.UUID | str) -> SessionRow:
+    row = load_session(session, session_id, lock=True)
+    if row.status is LifecycleStatus.ARCHIVED:
+        raise Conflict(f"session {row.id} is archived; unarchive it to send prompts")
+    return row
+
+
+def _claimable() -> sa.Select[uuid.UUID]:
+    """The oldest job that may start now: pending and due, first in its session's queue, in
+    a live session that runs nothing."""
+    job = aliased(JobRow, name="candidate")
+    older = aliased(JobRow, name="older")
+    running = aliased(JobRow, name="running")
+    now = utcnow()
+    return (
+        sa.select(job.id)
+        .where(
+            job.status == JobStatus.PENDING,
+            sa.or_(job.next_retry_at.is_(None), job.next_retry_at <= now),
+            ~sa.exists().where(
+                running.session_id == job.session_id,
+                running.status == JobStatus.PROCESSING,
+            ),
+            # FIFO: a job whose elder is pending (even one not due yet) waits for it.
+            ~sa.exists().where(
+                older.session_id == job.session_id,
+                older.status == JobStatus.PENDING,
+                sa.or_(
+                    older.created_at < job.created_at,
+                    sa.and_(older.created_at == job.created_at, older.id < job.id),
+                ),
+            ),
+            sa.exists().where(SessionRow.id == job.session_id, SessionRow.deleted_at.is_(None)),
+        )
+        .order_by(job.created_at, job.id)
+        .limit(1)
+    )
+
+
+class JobService:
+    """Each public method is one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- queueing -------------------------------------------------------------------------------
+
+    def enqueue(
+        self, session_id: uuid.UUID | str, prompt: str, options: dict[str, Any] | None = None
+    ) -> tuple[JobRow, MessageRow]:
+        """Store the prompt as the session's next user message and as a pending job, both or
+        neither."""
+        _check_prompt(prompt)
+        checked = _check_options(options)
+        with self.db.write() as session:
+            row = _writable_session(session, session_id)
+            job = JobRow(
+                id=uuid.uuid4(),
+                session_id=row.id,
+                status=JobStatus.PENDING,
+                prompt=prompt,
+                options=checked,
+                created_at=_next_queue_time(session, row.id),
+            )
+            session.add(job)
+            session.flush()  # the message refers to the job
+            message, _ = append_in(
+                session,
+                row.id,
+                NewMessage(MessageType.USER, prompt, subtype="prompt", job_id=job.id),
+            )
+        log.info("job %s queued in session %s", job.id, row.id)
+        return job, message
+
+    def list_queue(self, session_id: uuid.UUID) -> list[JobRow]:
+        """The session's pending jobs, next to run first."""
+        with self.db.read() as session:
+            return list(
+                session.scalars(
+                    sa.select(JobRow)
+                    .where(JobRow.session_id == session_id, JobRow.status == JobStatus.PENDING)
+                    .order_by(JobRow.created_at, JobRow.id)
+                )
+            )
+
+    def get(self, job_id: uuid.UUID | str) -> JobRow:
+        with self.db.read() as session:
+            row = session.get(JobRow, _parse_job_id(job_id))
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return row
+
+    def cancel_pending(self, job_id: uuid.UUID | str) -> JobRow:
+        """Take a prompt out of the queue. A processing job is cancelled through its runner."""
+        parsed = _parse_job_id(job_id)
+        now = utcnow()
+        with self.db.write() as session:
+            row: JobRow | None = session.scalar(
+                sa.update(JobRow)
+                .where(JobRow.id == parsed, JobRow.status == JobStatus.PENDING)
+                .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
+                .returning(JobRow),
+                execution_options={"synchronize_session": False},
+            )
+        if row is None:
+            current = self.get(parsed)
+            raise Conflict(f"the prompt is already {current.status.value}")
+        return row
+
+    def requeue(self, job_id: uuid.UUID | str) -> JobRow:
+        """Run a failed or interrupted prompt again, at the back of its session's queue: a
+        new attempt the user asked for."""
+        with self.db.write() as session:
+            job = self._load_locked(session, job_id)
+            if not can_move_job(job.status, JobStatus.PENDING):
+                raise InvalidTransition(f"a {job.status.value} prompt cannot be queued again")
+            _writable_session(session, job.session_id)
+            job.status = JobStatus.PENDING
+            job.created_at = _next_queue_time(session, job.session_id)
+            job.max_attempts = max(job.max_attempts, job.attempts + 1)
+            job.worker_id = None
+            job.claimed_at = None
+            job.heartbeat_at = None
+            job.finished_at = None
+            job.next_retry_at = None
+            job.error = None
+            job.error_code = None
+            job.updated_at = utcnow()
+        return job
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def claim_next(self, worker_id: str) -> JobRow | None:
+        """Claim the next job that may start, or None. Never raises on a lost race."""
+        if not worker_id:
+            raise InvalidInput("worker_id is empty")
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                with self.db.write() as session:
+                    return self._claim_in(session, worker_id)
+            except IntegrityError:
+                # Another claimer started a job of the same session first.
+                log.debug("worker %s lost a claim race; trying again", worker_id)
+        return None
+
+    def _claim_in(self, session: Session, worker_id: str) -> JobRow | None:
+        now = utcnow()
+        update = sa.update(JobRow).values(
+            status=JobStatus.PROCESSING,
+            worker_id=worker_id,
+            claimed_at=now,
+            heartbeat_at=now,
+            attempts=JobRow.attempts + 1,
+            updated_at=now,
+        )
+        if self.db.is_sqlite:
+            # BEGIN IMMEDIATE already holds the write lock: no other claimer runs meanwhile.
+            job_id = session.scalar(_claimable())
+            if job_id is None:
+                return None
+            update = update.where(JobRow.id == job_id)
+        else:
+            candidate = _claimable().with_for_update(skip_locked=True).scalar_subquery()
+            update = update.where(JobRow.id == candidate)
+        row = session.scalar(
+            update.where(JobRow.status == JobStatus.PENDING).returning(JobRow),
+            execution_options={"synchronize_session": False},
+        )
+        if row is not None:
+            log.info("worker %s claimed job %s of session %s", worker_id, row.id, row.session_id)
+        return row
+
+    def heartbeat(self, job_id: uuid.UUID | str, worker_id: str | None = None) -> bool:
+        """Record that the job's worker is alive. False when the job is no longer processing
+        (or no longer this worker's): the worker should stop its run."""
+        parsed = _parse_job_id(job_id)
+        conditions = [JobRow.id == parsed, JobRow.status == JobStatus.PROCESSING]
+        if worker_id is not None:
+            conditions.append(JobRow.worker_id == worker_id)
+        with self.db.write() as session:
+            alive = session.scalar(
+                sa.update(JobRow)
+                .where(*conditions)
+                .values(heartbeat_at=utcnow())
+                .returning(JobRow.id),
+                execution_options={"synchronize_session": False},
+            )
+        if alive is None:
+            self.get(parsed)  # NotFound for an unknown job
+            return False
+        return True
+
+    def finish(
+        self,
+        job_id: uuid.UUID | str,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        error_code: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cost_usd: Decimal = Decimal(0),
+        cli_cost_usd: Decimal | None = None,
+        num_turns: int | None = None,
+        duration_ms: int | None = None,
+        worker_id: str | None = None,
+    ) -> JobRow:
+        """End a run. Usage, cost, turns and duration are added to what earlier attempts of
+        the same prompt used, so a requeued job reports what all its runs cost."""
+        if status not in FINISHED_JOB_STATUSES:
+            raise InvalidInput(f"{status.value} is not a final job status")
+        with self.db.write() as session:
+            job = self._load_locked(session, job_id)
+            if not can_move_job(job.status, status):
+                raise InvalidTransition(
+                    f"job {job.id} cannot go from {job.status.value} to {status.value}"
+                )
+            if worker_id is not None and job.worker_id != worker_id:
+                raise Conflict(f"job {job.id} is not run by worker {worker_id}")
+            now = utcnow()
+            job.status = status
+            job.error = error
+            job.error_code = error_code
+            job.input_tokens += input_tokens
+            job.output_tokens += output_tokens
+            job.cache_creation_tokens += cache_creation_tokens
+            job.cache_read_tokens += cache_read_tokens
+            job.cost_usd += cost_usd
+            if cli_cost_usd is not None:
+                job.cli_cost_usd = (job.cli_cost_usd or Decimal(0)) + cli_cost_usd
+            if num_turns is not None:
+                job.num_turns = (job.num_turns or 0) + num_turns
+            if duration_ms is not None:
+                job.duration_ms = (job.duration_ms or 0) + duration_ms
+            job.finished_at = now
+            job.updated_at = now
+        return job
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def interrupt_processing(
+        self, worker_ids: set[str] | None = None, reason: str = DEFAULT_INTERRUPT_REASON
+    ) -> list[JobRow]:
+        """Mark processing jobs interrupted: all of them (at start-up of a single server), or
+        only those of the given dead workers. The user decides whether to run them again."""
+        if worker_ids is not None and not worker_ids:
+            return []
+        now = utcnow()
+        update = sa.update(JobRow).where(JobRow.status == JobStatus.PROCESSING)
+        if worker_ids is not None:
+            update = update.where(JobRow.worker_id.in_(sorted(worker_ids)))
+        with self.db.write() as session:
+            rows = list(
+                session.scalars(
+                    update.values(
+                        status=JobStatus.INTERRUPTED,
+                        error=reason,
+                        error_code=INTERRUPTED_ERROR_CODE,
+                        finished_at=now,
+                        updated_at=now,
+                    ).returning(JobRow),
+                    execution_options={"synchronize_session": False},
+                )
+            )
+        for row in rows:
+            log.warning(
+                "job %s of session %s (worker %s) interrupted",
+                row.id,
+                row.session_id,
+                row.worker_id,
+            )
+        return rows
+
+    def stalled(self, older_than: timedelta) -> list[JobRow]:
+        """Processing jobs whose worker has not shown a sign of life for `older_than`: most
+        likely a dead worker on another host."""
+        if older_than <= timedelta(0):
+            raise InvalidInput("older_than must be positive")
+        cutoff = utcnow() - older_than
+        with self.db.read() as session:
+            return list(
+                session.scalars(
+                    sa.select(JobRow)
+                    .where(
+                        JobRow.status == JobStatus.PROCESSING,
+                        sa.func.coalesce(JobRow.heartbeat_at, JobRow.claimed_at) < cutoff,
+                    )
+                    .order_by(JobRow.heartbeat_at)
+                )
+            )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_locked(session: Session, job_id: uuid.UUID | str) -> JobRow:
+        row = session.scalar(
+            sa.select(JobRow).where(JobRow.id == _parse_job_id(job_id)).with_for_update()
+        )
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return row
