@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -30,6 +31,18 @@ app.add_typer(dev_app, name="dev")
 err_console = Console(stderr=True)
 
 
+def _fail(message: str) -> NoReturn:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error a user can cause ends as one readable line and exit status 1."""
     from pydantic import ValidationError
@@ -38,22 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="pocketcode")
     except PocketcodeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(exc.message)
     except ValidationError as exc:
-        err_console.print(
-            f"[bold red]error:[/] invalid configuration:\n{exc}", highlight=False, soft_wrap=True
+        # Never the whole pydantic dump: it quotes the input, which may be a secret.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
         )
-        sys.exit(1)
+        _fail(f"invalid input: {problems}")
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        err_console.print(
-            f"[bold red]error:[/] cannot use the database: {reason}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+        _fail(f"cannot use the database: {_first_line(exc)}")
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        err_console.print(f"[bold red]error:[/] database error: {reason}", soft_wrap=True)
-        sys.exit(1)
+        _fail(f"database error: {_first_line(exc)}")
