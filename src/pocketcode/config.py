@@ -82,6 +82,24 @@ class Settings(BaseSettings):
         default=None, description="Key file; default <data dir>/secret.key, created 0600."
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+    claude_path: Path | None = Field(
+        default=None, description="A system `claude` to run; default the CLI bundled with the SDK."
+    )
+    max_concurrent_runs: int = Field(
+        default=4, ge=1, le=64, description="Prompts run at once by this server process."
+    )
+    agent_idle_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds an idle session keeps its live CLI process."
+    )
+    agent_max_concurrent_starts: int = Field(
+        default=2, ge=1, le=16, description="CLI processes starting at once (start-up is costly)."
+    )
+    cancel_grace: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds a cancelled run gets before it is killed."
+    )
+    permission_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds a tool approval waits before it is denied."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -115,7 +133,7 @@ class Settings(BaseSettings):
             raise ValueError("at least one allowed project root is required")
         return [root.expanduser().resolve() for root in value]
 
-    @field_validator("data_dir", "secret_key_file")
+    @field_validator("data_dir", "secret_key_file", "claude_path")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().absolute() if value is not None else None
