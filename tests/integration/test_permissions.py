@@ -1,0 +1,182 @@
+"""Tool approvals: durable requests, answers from any thread, always-allow, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+from pocketcode.agents.base import PermissionDecision
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import PermissionRequestRow
+from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
+from pocketcode.domain.states import PermissionStatus
+from pocketcode.services.permissions import Answer, PermissionEvent, PermissionService
+from pocketcode.services.sessions import SessionService
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def session_id(db: Database, tmp_path: Path) -> uuid.UUID:
+    return SessionService(db, [tmp_path]).create(str(tmp_path)).id
+
+
+async def _ask(
+    service: PermissionService, session_id: uuid.UUID, events: list[PermissionEvent]
+) -> PermissionDecision:
+    async def publish(event: PermissionEvent) -> None:
+        events.append(event)
+
+    return await service.request(
+        session_id,
+        None,
+        "Write",
+        {"file_path": "a.txt", "content": "x"},
+        "toolu_1",
+        publish=publish,
+    )
+
+
+async def _first_pending(service: PermissionService) -> str:
+    with anyio.fail_after(5):
+        while True:
+            pending = await anyio.to_thread.run_sync(service.pending)
+            if pending:
+                return str(pending[0].id)
+            await anyio.sleep(0.01)
+
+
+async def test_an_answer_from_another_thread_wakes_the_run(
+    db: Database, session_id: uuid.UUID
+) -> None:
+    service = PermissionService(db, timeout=30)
+    events: list[PermissionEvent] = []
+    async with anyio.create_task_group() as group:
+        result: list[PermissionDecision] = []
+
+        async def ask() -> None:
+            result.append(await _ask(service, session_id, events))
+
+        group.start_soon(ask)
+        request_id = await _first_pending(service)
+        started = anyio.current_time()
+        # Answered from a plain thread, as a web request handler would.
+        thread = threading.Thread(target=service.answer, args=(request_id, Answer.ALLOW))
+        thread.start()
+        thread.join()
+    assert anyio.current_time() - started < 0.4  # woken at once, not by the 0.5 s poll
+    decision = result[0]
+    assert decision.allow is True
+    assert events[0].data["status"] == "pending"
+    assert events[0].data["toolName"] == "Write"
+    assert service.get(request_id).status is PermissionStatus.ALLOWED
+    assert service.pending() == []
+
+
+async def test_deny_carries_the_users_reason(db: Database, session_id: uuid.UUID) -> None:
+    service = PermissionService(db, timeout=30)
+    async with anyio.create_task_group() as group:
+        result: list[PermissionDecision] = []
+
+        async def ask() -> None:
+            result.append(await _ask(service, session_id, []))
+
+        group.start_soon(ask)
+        request_id = await _first_pending(service)
+        await anyio.to_thread.run_sync(
+            lambda: service.answer(request_id, Answer.DENY, reason="not that file")
+        )
+    assert result[0].allow is False
+    assert result[0].message == "not that file"
+    with pytest.raises(Conflict):
+        service.answer(request_id, Answer.ALLOW)
+
+
+async def test_an_answer_given_by_another_process_is_seen_by_polling(
+    db: Database, session_id: uuid.UUID
+) -> None:
+    service = PermissionService(db, timeout=30)
+    other_process = PermissionService(db, timeout=30)  # no waiter registered there
+    async with anyio.create_task_group() as group:
+        result: list[PermissionDecision] = []
+
+        async def ask() -> None:
+            result.append(await _ask(service, session_id, []))
+
+        group.start_soon(ask)
+        request_id = await _first_pending(service)
+        await anyio.to_thread.run_sync(lambda: other_process.answer(request_id, Answer.ALLOW))
+    assert result[0].allow is True
+
+
+async def test_always_allows_the_tool_for_the_rest_of_the_session(
+    db: Database, session_id: uuid.UUID
+) -> None:
+    service = PermissionService(db, timeout=30)
+    async with anyio.create_task_group() as group:
+        group.start_soon(_ask, service, session_id, [])
+        request_id = await _first_pending(service)
+        await anyio.to_thread.run_sync(lambda: service.answer(request_id, Answer.ALWAYS))
+    events: list[PermissionEvent] = []
+    with anyio.fail_after(2):
+        decision = await _ask(service, session_id, events)
+    assert decision.allow is True
+    assert events == []  # not asked again
+    assert service.get(request_id).scope == "session"
+
+
+async def test_an_unanswered_request_expires_as_a_denial(
+    db: Database, session_id: uuid.UUID
+) -> None:
+    service = PermissionService(db, timeout=0.3)
+    events: list[PermissionEvent] = []
+    expired: list[PermissionRequestRow] = []
+
+    async def publish(event: PermissionEvent) -> None:
+        events.append(event)
+
+    async def on_expired(row: PermissionRequestRow) -> None:
+        expired.append(row)
+
+    decision = await service.request(
+        session_id,
+        None,
+        "Bash",
+        {"command": "rm -rf build"},
+        None,  # type: ignore[arg-type]
+        publish=publish,
+        on_expired=on_expired,
+    )
+    assert decision.allow is False
+    assert [event.data["status"] for event in events] == ["pending", "expired"]
+    assert len(expired) == 1
+    with pytest.raises(Conflict):
+        service.answer(events[0].data["id"], Answer.ALLOW)
+
+
+def test_bad_input(db: Database) -> None:
+    service = PermissionService(db)
+    with pytest.raises(NotFound):
+        service.get("nope")
+    with pytest.raises(InvalidInput):
+        PermissionService(db, timeout=0)
+
+
+async def test_pending_requests_expire_at_startup(db: Database, session_id: uuid.UUID) -> None:
+    service = PermissionService(db, timeout=30)
+    task = asyncio.ensure_future(_ask(service, session_id, []))
+    await _first_pending(service)
+    assert service.expire_all_pending("restarted") == 1
+    with anyio.fail_after(3):
+        decision = await task
+    assert decision.allow is False
