@@ -1,0 +1,521 @@
+"""Live events: persist, then publish; fanned out to every server process through the database.
+
+A message is stored first (with its per-session `seq`), then published as a "message" event;
+ephemeral events ("delta", "state", "queue", "permission", "done"…) are published only. A client
+that missed anything replays from the database after the last `seq` it saw, so a subscriber
+that falls behind is not buffered without bound: it gets one "resync" event and nothing more
+until it has read it.
+
+On SQLite (one process) the bus is in-process only. On PostgreSQL it also sends every event with
+`NOTIFY pocketcode_events` and listens on a dedicated connection, so subscribers of every server
+process see every event. A process delivers its own events at once and ignores their echo (each
+bus has an origin id). NOTIFY payloads must stay under 8000 bytes: a "message" event travels as
+a reference (session and seq) that the receiver loads from the database; another event travels
+with its data when it fits, else as a reference the receiver turns into a "resync". After a lost
+listening connection the bus reconnects with a bounded backoff and sends "resync" to everyone,
+since notifications sent meanwhile are gone.
+
+Workers wait for jobs with `wait_for_jobs`, woken by `notify_jobs` in this process at once and,
+on PostgreSQL, in the others through `NOTIFY pocketcode_jobs`; callers still poll now and then,
+so a wake-up lost with a connection only delays a job, never strands it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import MessageRow
+from pocketcode.domain.errors import OperationFailed
+from pocketcode.web.timefmt import iso_z
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "pocketcode_events"
+JOBS_CHANNEL = "pocketcode_jobs"
+# PostgreSQL refuses payloads of 8000 bytes or more; keep a margin.
+MAX_NOTIFY_BYTES = 7900
+# The session id of a "resync" sent to a subscriber of every session: replay them all.
+ALL_SESSIONS = uuid.UUID(int=0)
+RESYNC = "resync"
+MESSAGE = "message"
+
+_BATCH = 500
+_OUTBOX_SIZE = 10_000
+_INBOX_SIZE = 10_000
+_FLUSH_TIMEOUT = 5.0
+_LISTEN_START_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Event:
+    session_id: uuid.UUID
+    type: str  # message, delta, state, permission, queue, done, resync…
+    # The stored message's seq for "message" events, else None.
+    seq: int | None = None
+    # JSON-serialisable, camelCase keys, timestamps as `…Z` strings.
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def resync_event(session_id: uuid.UUID, reason: str) -> Event:
+    """Tell a subscriber it missed events: replay from the database after the last seq seen."""
+    return Event(session_id, RESYNC, None, {"reason": reason})
+
+
+def _money(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def message_event(row: MessageRow) -> Event:
+    """The "message" event of a stored message."""
+    data: dict[str, Any] = {
+        "id": str(row.id),
+        "sessionId": str(row.session_id),
+        "seq": row.seq,
+        "type": row.type.value,
+        "subtype": row.subtype,
+        "text": row.text,
+        "raw": row.raw,
+        "jobId": str(row.job_id) if row.job_id else None,
+        "parentToolUseId": row.parent_tool_use_id,
+        "providerMessageId": row.provider_message_id,
+        "model": row.model,
+        "createdAt": iso_z(row.created_at),
+    }
+    tokens = {
+        "inputTokens": row.input_tokens,
+        "outputTokens": row.output_tokens,
+        "cacheCreationTokens": row.cache_creation_tokens,
+        "cacheReadTokens": row.cache_read_tokens,
+    }
+    if any(value is not None for value in tokens.values()):
+        data["usage"] = {name: value or 0 for name, value in tokens.items()}
+    if row.cost_usd is not None:
+        data["costUsd"] = _money(row.cost_usd)
+    return Event(row.session_id, MESSAGE, row.seq, data)
+
+
+class _Closed:
+    """Ends a subscription's iteration."""
+
+
+_CLOSED = _Closed()
+
+
+class Subscription:
+    """The events of one session (or of all), in publication order, as an async iterator.
+
+    At most `max_queue` events wait here. Past that, the subscriber gets one "resync" event and
+    every further event is dropped until it has read that marker; it then replays from the
+    database. The publisher never waits for a subscriber.
+    """
+
+    def __init__(self, bus: EventBus, session_id: uuid.UUID | None, max_queue: int) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.session_id = session_id
+        self.max_queue = max_queue
+        self.dropped = 0
+        self._bus = bus
+        # Unbounded as a type, bounded by `_offer`: at most max_queue events + marker + end.
+        self._queue: asyncio.Queue[Event | _Closed] = asyncio.Queue()
+        self._marker_pending = False
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _offer(self, event: Event) -> None:
+        if self._closed:
+            return
+        if self._marker_pending:
+            self.dropped += 1
+            return
+        if event.type == RESYNC:
+            self._marker_pending = True
+            self._queue.put_nowait(event)
+        elif self._queue.qsize() >= self.max_queue:
+            self._marker_pending = True
+            self.dropped += 1
+            self._queue.put_nowait(resync_event(self.session_id or ALL_SESSIONS, "overflow"))
+        else:
+            self._queue.put_nowait(event)
+
+    async def get(self) -> Event:
+        """The next event (StopAsyncIteration once closed); bound the wait with
+        `asyncio.timeout`."""
+        item = await self._queue.get()
+        if isinstance(item, _Closed):
+            self._queue.put_nowait(item)  # later calls end too
+            raise StopAsyncIteration
+        if item.type == RESYNC:
+            self._marker_pending = False
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.get()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._bus._unsubscribe(self)
+            self._queue.put_nowait(_CLOSED)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _MessageRef:
+    session_id: uuid.UUID
+    seq: int
+
+
+class EventBus:
+    """Publish events to local subscribers and, on PostgreSQL, to every other server process."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.origin = uuid.uuid4().hex
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self._by_session: dict[uuid.UUID, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
+        self._jobs_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_SIZE)
+        self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_INBOX_SIZE)
+        self._remote_lost = False  # events could not be sent: tell the others to resync
+        self._inbox_lost = False  # notifications were dropped here: resync our subscribers
+        self._started = False
+
+    @property
+    def distributed(self) -> bool:
+        """True when events reach other server processes (PostgreSQL)."""
+        return not self.db.is_sqlite
+
+    # -- subscribers ----------------------------------------------------------------------------
+
+    def subscribe(self, session_id: uuid.UUID | None = None, max_queue: int = 1000) -> Subscription:
+        """Events of one session, or of every session when `session_id` is None."""
+        subscription = Subscription(self, session_id, max_queue)
+        if session_id is None:
+            self._everything.add(subscription)
+        else:
+            self._by_session.setdefault(session_id, set()).add(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription.session_id is None:
+            self._everything.discard(subscription)
+            return
+        listeners = self._by_session.get(subscription.session_id)
+        if listeners is not None:
+            listeners.discard(subscription)
+            if not listeners:
+                del self._by_session[subscription.session_id]
+
+    def _deliver(self, event: Event) -> None:
+        for subscription in self._by_session.get(event.session_id, ()):
+            subscription._offer(event)
+        for subscription in self._everything:
+            subscription._offer(event)
+
+    def _resync_everyone(self, reason: str) -> None:
+        for session_id, listeners in self._by_session.items():
+            for subscription in listeners:
+                subscription._offer(resync_event(session_id, reason))
+        for subscription in self._everything:
+            subscription._offer(resync_event(ALL_SESSIONS, reason))
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Deliver to this process's subscribers now and, on PostgreSQL, to the others. Store a
+        message before publishing it: other processes load it from the database."""
+        payload = self._encode(event) if self._started and self.distributed else None
+        self._deliver(event)
+        if payload is not None:
+            self._send(EVENTS_CHANNEL, payload)
+
+    def _encode(self, event: Event) -> str:
+        head: dict[str, Any] = {
+            "origin": self.origin,
+            "session_id": str(event.session_id),
+            "type": event.type,
+            "seq": event.seq,
+        }
+        if event.type == MESSAGE and event.seq is not None:
+            return json.dumps(head, separators=(",", ":"))
+        # ASCII only, so the length in characters is the length in bytes.
+        body = json.dumps({**head, "data": event.data}, separators=(",", ":"))
+        if len(body) < MAX_NOTIFY_BYTES:
+            return body
+        return json.dumps({**head, "oversize": True}, separators=(",", ":"))
+
+    def _send(self, channel: str, payload: str) -> None:
+        try:
+            self._outbox.put_nowait((channel, payload))
+        except asyncio.QueueFull:
+            if not self._remote_lost:
+                log.warning("event outbox full: other server processes will resync")
+            self._remote_lost = True
+
+    async def _send_loop(self) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                batch = [await self._outbox.get()]
+                while len(batch) < _BATCH and not self._outbox.empty():
+                    batch.append(self._outbox.get_nowait())
+                if self._remote_lost:
+                    self._remote_lost = False
+                    notice = json.dumps({"origin": self.origin, "type": RESYNC})
+                    batch.insert(0, (EVENTS_CHANNEL, notice))
+                query = sql.SQL("; ").join(
+                    sql.SQL("NOTIFY {}, {}").format(sql.Identifier(channel), sql.Literal(payload))
+                    for channel, payload in batch
+                )
+                for attempt in (1, 2):
+                    try:
+                        if conn is None or conn.closed:
+                            conn = await self._connect("pocketcode-notify")
+                        # No parameters: one simple query, one round trip, sent in order.
+                        await conn.execute(query)
+                        break
+                    except (psycopg.Error, OSError) as exc:
+                        log.warning("sending events failed (%s)", type(exc).__name__)
+                        if conn is not None:
+                            await conn.close()
+                        conn = None
+                        if attempt == 2:
+                            self._remote_lost = True
+                for _ in batch:
+                    self._outbox.task_done()
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    # -- jobs wake-up ---------------------------------------------------------------------------
+
+    async def notify_jobs(self) -> None:
+        """Wake the workers of this process now, and on PostgreSQL those of the others."""
+        self._jobs_ready.set()
+        if self._started and self.distributed:
+            self._send(JOBS_CHANNEL, json.dumps({"origin": self.origin}))
+
+    async def wait_for_jobs(self, timeout: float) -> bool:  # noqa: ASYNC109 - a poll period
+        """Wait until a job may be ready (True) or `timeout` seconds passed (False)."""
+        if not self._jobs_ready.is_set():
+            try:
+                await asyncio.wait_for(self._jobs_ready.wait(), timeout)
+            except TimeoutError:
+                return False
+        self._jobs_ready.clear()
+        return True
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """On PostgreSQL, start listening; returns once LISTEN is in place."""
+        if self._started:
+            return
+        if self.distributed:
+            listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._tasks = [
+                asyncio.create_task(self._listen_loop(listening), name="pocketcode-listen"),
+                asyncio.create_task(self._dispatch_loop(), name="pocketcode-dispatch"),
+                asyncio.create_task(self._send_loop(), name="pocketcode-notify"),
+            ]
+            try:
+                await asyncio.wait_for(asyncio.shield(listening), _LISTEN_START_TIMEOUT)
+            except BaseException:
+                await self._cancel_tasks()
+                raise
+        self._started = True
+
+    async def stop(self) -> None:
+        """Send what is still queued (for a few seconds at most), stop listening and end every
+        subscription."""
+        if self._started and self.distributed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), _FLUSH_TIMEOUT)
+        await self._cancel_tasks()
+        self._started = False
+        for subscription in [*self._everything, *(s for v in self._by_session.values() for s in v)]:
+            subscription.close()
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # -- receiving (PostgreSQL) -------------------------------------------------------------------
+
+    async def _connect(self, application_name: str) -> psycopg.AsyncConnection[Any]:
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return await psycopg.AsyncConnection.connect(
+            url,
+            autocommit=True,
+            application_name=application_name,
+            connect_timeout=5,
+            # Notice a silently dead network within a minute.
+            keepalives=1,
+            keepalives_idle=20,
+            keepalives_interval=5,
+            keepalives_count=4,
+        )
+
+    async def _listen_loop(self, listening: asyncio.Future[None]) -> None:
+        delay = self.reconnect_delay
+        while True:
+            try:
+                conn = await self._connect("pocketcode-listen")
+                async with conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    if listening.done():
+                        log.info("listening for events again")
+                        # Whatever was sent while we were away is lost: replay, re-poll.
+                        self._resync_everyone("reconnected")
+                        self._jobs_ready.set()
+                    else:
+                        listening.set_result(None)
+                    delay = self.reconnect_delay
+                    async for notify in conn.notifies():
+                        try:
+                            self._inbox.put_nowait((notify.channel, notify.payload))
+                        except asyncio.QueueFull:
+                            self._inbox_lost = True
+            except (psycopg.Error, OSError) as exc:
+                if not listening.done():
+                    listening.set_exception(
+                        OperationFailed(f"cannot listen for events: {type(exc).__name__}")
+                    )
+                    return
+                log.warning(
+                    "lost the event connection (%s); reconnecting in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_reconnect_delay)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < _BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._dispatch(batch)
+            except Exception:
+                log.exception("delivering events from other processes failed")
+                self._resync_everyone("error")
+            if self._inbox_lost:
+                self._inbox_lost = False
+                self._resync_everyone("overflow")
+
+    async def _dispatch(self, batch: list[tuple[str, str]]) -> None:
+        items: list[Event | _MessageRef | None] = []
+        for channel, payload in batch:
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                continue
+            if not isinstance(decoded, dict) or decoded.get("origin") == self.origin:
+                continue
+            if channel == JOBS_CHANNEL:
+                self._jobs_ready.set()
+                continue
+            items.append(self._decode(decoded))
+        refs = [item for item in items if isinstance(item, _MessageRef)]
+        rows: dict[_MessageRef, MessageRow] = {}
+        if refs:
+            try:
+                rows = await asyncio.to_thread(self._load_messages, refs)
+            except Exception as exc:
+                log.warning("loading published messages failed (%s)", type(exc).__name__)
+        for item in items:
+            if item is None:
+                self._resync_everyone("remote")
+            elif isinstance(item, _MessageRef):
+                row = rows.get(item)
+                self._deliver(
+                    message_event(row) if row else resync_event(item.session_id, "missing")
+                )
+            else:
+                self._deliver(item)
+
+    @staticmethod
+    def _decode(decoded: dict[str, Any]) -> Event | _MessageRef | None:
+        """An event, a message to load, or None when the sender asks everyone to resync."""
+        kind = decoded.get("type")
+        try:
+            session_id = uuid.UUID(str(decoded["session_id"]))
+        except (KeyError, ValueError):
+            return None
+        seq = decoded.get("seq")
+        if kind == MESSAGE and isinstance(seq, int):
+            return _MessageRef(session_id, seq)
+        if decoded.get("oversize") or not isinstance(decoded.get("data"), dict):
+            return resync_event(session_id, "oversize")
+        return Event(session_id, str(kind), seq if isinstance(seq, int) else None, decoded["data"])
+
+    def _load_messages(self, refs: list[_MessageRef]) -> dict[_MessageRef, MessageRow]:
+        by_session: dict[uuid.UUID, set[int]] = {}
+        for ref in refs:
+            by_session.setdefault(ref.session_id, set()).add(ref.seq)
+        condition = sa.or_(
+            *(
+                sa.and_(MessageRow.session_id == session_id, MessageRow.seq.in_(sorted(seqs)))
+                for session_id, seqs in by_session.items()
+            )
+        )
+        with self.db.read() as session:
+            rows = session.scalars(sa.select(MessageRow).where(condition))
+            return {_MessageRef(row.session_id, row.seq): row for row in rows}
