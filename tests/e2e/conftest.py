@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pocketcode.agents import processes
+from pocketcode.agents.claude_code import ClaudeCodeRunner
 from pocketcode.devtools.fake_model import FakeModelServer, Script, Turn, bundled_claude_path
-from tests.e2e.claude_runs import ClaudeCli
+from tests.e2e.claude_runs import ClaudeCli, RunnerSession
 
 StartFakeModel = Callable[..., FakeModelServer]
 
@@ -38,3 +43,47 @@ def fake_model() -> Iterator[StartFakeModel]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+MakeRunnerSession = Callable[..., RunnerSession]
+
+
+@pytest.fixture
+async def runner_session(
+    tmp_path: Path, claude_executable: Path
+) -> AsyncIterator[MakeRunnerSession]:
+    """Make a `RunnerSession`: a `ClaudeCodeRunner` (own instance id, work dir and a minimal
+    server environment) and a project against a fake model server. Every runner is closed
+    after the test, and no process carrying its instance marker may survive."""
+    runners: list[ClaudeCodeRunner] = []
+
+    def make(
+        server: FakeModelServer, *, runner: ClaudeCodeRunner | None = None, **options: Any
+    ) -> RunnerSession:
+        if runner is None:
+            options.setdefault("cli_path", claude_executable)
+            options.setdefault("server_env", {"PATH": os.environ.get("PATH", os.defpath)})
+            options.setdefault("work_dir", tmp_path / "runner")
+            options.setdefault("instance_id", f"test-{uuid.uuid4().hex[:12]}")
+            runner = ClaudeCodeRunner(**options)
+            runners.append(runner)
+        project = tmp_path / "project"
+        project.mkdir(exist_ok=True)
+        return RunnerSession(runner=runner, server=server, home=tmp_path / "home", project=project)
+
+    yield make
+    for runner in runners:
+        await runner.aclose()
+    survivors = [
+        process.pid
+        for runner in runners
+        for process in processes.find_marked_processes(
+            processes.MARKER_INSTANCE, runner.instance_id
+        )
+    ]
+    assert not survivors, f"processes survived the runner: {survivors}"

@@ -612,6 +612,7 @@ class _LiveClient:
     busy: bool = False
     last_total_cost: Decimal | None = None
     context: LineContext = field(default_factory=LineContext)
+    closing: asyncio.Future[None] | None = None
 
     def is_alive(self) -> bool:
         return processes.is_same_process(self.pid, self.create_time)
@@ -949,11 +950,17 @@ class ClaudeCodeRunner:
         )
 
     async def _discard(self, live: _LiveClient | None) -> None:
-        """Close a live client and make sure its process group and tools are gone."""
+        """Close a live client and make sure its process group and tools are gone. Callers
+        racing to close the same client (a failing run and `aclose`) share one closing."""
         if live is None:
             return
         if self._live.get(live.session_id) is live:
             del self._live[live.session_id]
+        if live.closing is None:
+            live.closing = asyncio.ensure_future(self._close(live))
+        await asyncio.shield(live.closing)
+
+    async def _close(self, live: _LiveClient) -> None:
         try:
             await asyncio.wait_for(live.client.disconnect(), 8)
         except Exception:
