@@ -375,6 +375,33 @@ async def test_missing_cli_and_missing_project_folder_fail_without_raising(
     assert server.requests == []
 
 
+async def test_a_session_that_cannot_be_resumed_fails_with_resume_failed(
+    fake_model: StartFakeModel, runner_session: MakeRunnerSession
+) -> None:
+    session = runner_session(fake_model(text("never sent")))
+    missing = str(uuid.uuid4())
+
+    run = await session.run("hello again", resume_provider_session_id=missing)
+
+    assert run.outcome.status is RunStatus.FAILED
+    assert run.outcome.error_code == "resume_failed"
+    assert missing in (run.outcome.error or "")
+    assert "No conversation found" in (run.outcome.error or "")
+
+
+async def test_config_dir_holds_the_transcripts(
+    fake_model: StartFakeModel, runner_session: MakeRunnerSession, tmp_path: Path
+) -> None:
+    session = runner_session(fake_model(text("Stored elsewhere.")), config_dir=tmp_path / "cfg")
+
+    run = await session.run("hello")
+
+    assert run.outcome.status is RunStatus.COMPLETED, run.outcome
+    [transcript] = (tmp_path / "cfg" / "projects").rglob("*.jsonl")
+    assert transcript.name == f"{session.new_provider_session_id}.jsonl"
+    assert not (session.home / ".claude" / "projects").exists()
+
+
 @pytest.mark.parametrize(
     ("output", "code"),
     [

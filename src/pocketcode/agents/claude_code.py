@@ -494,11 +494,18 @@ class _RunFailed(Exception):
         self.message = message
 
 
-def _start_failure(exc: Exception, stderr_tail: deque[str]) -> _RunFailed:
-    from claude_agent_sdk import CLIJSONDecodeError, CLINotFoundError
+def _start_failure(exc: Exception, stderr_tail: deque[str], resume: str | None) -> _RunFailed:
+    from claude_agent_sdk import CLIJSONDecodeError, CLINotFoundError, ResultError
 
     tail = " | ".join(stderr_tail)
     stderr = f" — stderr: {tail[-1500:]}" if tail else ""
+    if isinstance(exc, ResultError) and resume is not None:
+        # The CLI refused the session before any turn, e.g. "No conversation found with
+        # session ID" (another config dir or cwd, or a transcript deleted after 30 days).
+        detail = str(exc).removeprefix("Claude Code returned an error result: ")
+        return _RunFailed(
+            "resume_failed", f"Claude Code could not resume session {resume}: {detail}"
+        )
     if isinstance(exc, CLIJSONDecodeError):
         return _RunFailed(
             "cli_protocol_error",
@@ -760,7 +767,8 @@ class ClaudeCodeRunner:
         active.live = live
         live.busy = True
         live.relay.ask = ask_permission
-        live.context.job_id = request.job_id
+        # Per run: message ids never span two turns, so the seen-ids set stays small.
+        live.context = LineContext(job_id=request.job_id)
         await emit(
             AgentEvent(
                 EventKind.PROCESS,
@@ -922,7 +930,7 @@ class ClaudeCodeRunner:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await client.disconnect()
-            raise _start_failure(exc, stderr_tail) from exc
+            raise _start_failure(exc, stderr_tail, resume) from exc
         try:
             pid = _sdk_cli_pid(client)
             messages = _sdk_raw_messages(client)
