@@ -630,7 +630,6 @@ class _ActiveRun:
     request: RunRequest
     live: _LiveClient | None = None
     cancel_requested: bool = False
-    killed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -715,7 +714,6 @@ class ClaudeCodeRunner:
             await asyncio.wait_for(active.done.wait(), max(0.0, deadline - time.monotonic()))
             return
         logger.info("run of session %s ignored the interrupt; killing it", session_id)
-        active.killed = True
         await self._kill_session_processes(session_id, active.live, keep_cli=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(active.done.wait(), 10)
@@ -734,11 +732,10 @@ class ClaudeCodeRunner:
     async def aclose(self) -> None:
         for active in list(self._runs.values()):
             active.cancel_requested = True
-            active.killed = True
-        await asyncio.gather(
-            *(self._discard(live) for live in list(self._live.values())),
-            return_exceptions=True,
-        )
+            await asyncio.gather(
+                *(self._discard(live) for live in list(self._live.values())),
+                return_exceptions=True,
+            )
         for active in list(self._runs.values()):
             await self._kill_session_processes(active.request.session_id, None, keep_cli=False)
 
