@@ -732,10 +732,10 @@ class ClaudeCodeRunner:
     async def aclose(self) -> None:
         for active in list(self._runs.values()):
             active.cancel_requested = True
-            await asyncio.gather(
-                *(self._discard(live) for live in list(self._live.values())),
-                return_exceptions=True,
-            )
+        await asyncio.gather(
+            *(self._discard(live) for live in list(self._live.values())),
+            return_exceptions=True,
+        )
         for active in list(self._runs.values()):
             await self._kill_session_processes(active.request.session_id, None, keep_cli=False)
 
