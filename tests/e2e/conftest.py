@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,10 @@ import pytest
 
 from pocketcode.agents import processes
 from pocketcode.agents.claude_code import ClaudeCodeRunner
+from pocketcode.db.engine import Database
 from pocketcode.devtools.fake_model import FakeModelServer, Script, Turn, bundled_claude_path
 from tests.e2e.claude_runs import ClaudeCli, RunnerSession
+from tests.e2e.run_stack import RunStack, start_stack, stop_stack
 
 StartFakeModel = Callable[..., FakeModelServer]
 
@@ -87,3 +89,33 @@ async def runner_session(
         )
     ]
     assert not survivors, f"processes survived the runner: {survivors}"
+
+
+@pytest.fixture
+async def run_stack(
+    db: Database,
+    tmp_path: Path,
+    claude_executable: Path,
+    fake_model: StartFakeModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Callable[..., Awaitable[RunStack]]]:
+    """Start a run manager (real CLI, fake model with these turns) on the test database."""
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "home" / ".claude"))
+    stacks: list[RunStack] = []
+
+    async def start(*turns: Turn, **options: Any) -> RunStack:
+        stack = await start_stack(db, fake_model(*turns), tmp_path, claude_executable, **options)
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        await stop_stack(stack)
+    survivors = [
+        process.pid
+        for stack in stacks
+        for process in processes.find_marked_processes(
+            processes.MARKER_INSTANCE, stack.runner.instance_id
+        )
+    ]
+    assert not survivors, f"processes survived the run manager: {survivors}"

@@ -58,7 +58,7 @@ def test_health(client: TestClient, path: str) -> None:
     body = json_of(client, path)
     assert set(body) == {"status", "timestamp", "services", "version", "uptime"}
     assert body["status"] == "healthy"
-    assert body["services"] == {"database": "healthy", "queue": "unknown"}
+    assert body["services"] == {"database": "healthy", "queue": "healthy"}
     assert body["version"] == __version__
     assert isinstance(body["uptime"], int | float)
     assert body["uptime"] >= 0
@@ -75,7 +75,7 @@ def test_not_ready_while_the_schema_is_not_at_head(client: TestClient, db: Datab
 
         health = json_of(client, "/health", 503)
         assert health["status"] == "unhealthy"
-        assert health["services"] == {"database": "unhealthy", "queue": "unknown"}
+        assert health["services"] == {"database": "unhealthy", "queue": "unhealthy"}
         assert health["reason"] == ready["reason"]
 
         assert json_of(client, "/health/live")["status"] == "ok"  # the process still answers

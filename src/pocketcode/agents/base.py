@@ -69,7 +69,7 @@ class RunStatus(StrEnum):
 class RunOutcome:
     status: RunStatus
     provider_session_id: str | None
-    usage: TokenUsage = TokenUsage()
+    usage: TokenUsage = field(default_factory=TokenUsage)
     model: str | None = None
     # Our own computation is made by the run manager from `usage` and model_pricing;
     # this is the CLI's own figure for the run (total_cost_usd is cumulative: the runner

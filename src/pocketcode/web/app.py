@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,6 +17,9 @@ from pocketcode.db.engine import Database
 from pocketcode.domain.errors import PocketcodeError
 from pocketcode.services.secrets import Keyring, load_keyring, verify_keyring
 
+if TYPE_CHECKING:
+    from pocketcode.services.runtime import Runtime
+
 
 @dataclass
 class AppState:
@@ -23,20 +27,33 @@ class AppState:
     db: Database
     keyring: Keyring
     started_at: float
+    runtime: Runtime | None = None
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
-    """Build the app. The database must already be migrated (`serve` does it first)."""
+def create_app(
+    settings: Settings, db: Database | None = None, *, run_agents: bool = True
+) -> FastAPI:
+    """Build the app. The database must already be migrated (`serve` does it first).
+
+    With `run_agents`, the lifespan also starts the event bus and the run manager (which
+    recovers runs a previous server left behind, then claims queued prompts)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = db or Database.from_settings(settings)
+        runtime: Runtime | None = None
         try:
             keyring = load_keyring(settings)
             verify_keyring(database, keyring)
-            app.state.pocketcode = AppState(settings, database, keyring, time.monotonic())
+            if run_agents:
+                from pocketcode.services.runtime import Runtime
+
+                runtime = await Runtime.start(settings, database, keyring)
+            app.state.pocketcode = AppState(settings, database, keyring, time.monotonic(), runtime)
             yield
         finally:
+            if runtime is not None:
+                await runtime.stop()
             if db is None:  # ours to close, also when start-up failed
                 database.dispose()
 

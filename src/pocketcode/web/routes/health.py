@@ -47,7 +47,13 @@ async def health(request: Request) -> JSONResponse:
     body: dict[str, object] = {
         "status": "healthy" if result.ok else "unhealthy",
         "timestamp": now_iso_z(),
-        "services": {"database": "healthy" if result.ok else "unhealthy", "queue": "unknown"},
+        "services": {
+            "database": "healthy" if result.ok else "unhealthy",
+            # The queue lives in the database: it cannot work when the database does not.
+            "queue": "unhealthy"
+            if not result.ok
+            else (state.runtime.queue_health() if state.runtime else "unknown"),
+        },
         "version": __version__,
         "uptime": round(time.monotonic() - state.started_at, 3),
     }

@@ -1,0 +1,640 @@
+"""The run manager: claims queued prompts, runs them through an agent runner, and keeps the
+database, the session state and the live event stream in step.
+
+Persist, then publish: every message an agent produces is stored with its seq before any
+subscriber hears of it. One run at a time per session (the queue enforces it); a global limit
+on concurrent runs per process. Nothing is retried blindly: a run whose server died is marked
+interrupted at the next start, its processes are reaped and its missed messages recovered from
+the CLI's transcript; the user decides whether to run it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+
+from pocketcode.agents.base import (
+    AgentEvent,
+    AgentRunner,
+    EventKind,
+    PermissionDecision,
+    RunOutcome,
+    RunRequest,
+    RunStatus,
+)
+from pocketcode.agents.processes import (
+    MARKER_INSTANCE,
+    find_marked_processes,
+    is_same_process,
+    kill_process_group,
+    process_create_time,
+    reap_orphans,
+)
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import JobRow, PermissionRequestRow, SessionRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.errors import Conflict, InvalidInput
+from pocketcode.domain.states import (
+    ACTIVE_PROCESS_STATUSES,
+    JobStatus,
+    MessageType,
+    PermissionMode,
+    ProcessStatus,
+)
+from pocketcode.services.events import Event, EventBus, message_event
+from pocketcode.services.jobs import JobService
+from pocketcode.services.messages import MessageService, NewMessage
+from pocketcode.services.permissions import PermissionEvent, PermissionService
+from pocketcode.services.pricing import PricingService
+from pocketcode.services.sessions import SessionService, Usage, load_session
+from pocketcode.services.transcripts import run_messages_since
+
+log = logging.getLogger(__name__)
+
+_RUN_OPTION_KEYS = {
+    "model",
+    "permissionMode",
+    "allowedTools",
+    "disallowedTools",
+    "maxTurns",
+    "appendSystemPrompt",
+    "maxThinkingTokens",
+}
+
+
+def make_worker_id() -> str:
+    """host:pid:start — enough for a restarted server to tell its dead predecessors apart."""
+    pid = os.getpid()
+    started = process_create_time(pid) or 0.0
+    return f"{socket.gethostname()}:{pid}:{started:.3f}"
+
+
+def _worker_is_dead_here(worker_id: str) -> bool:
+    host, _, rest = worker_id.partition(":")
+    pid_text, _, started_text = rest.partition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        return not is_same_process(int(pid_text), float(started_text))
+    except ValueError:
+        return True
+
+
+def validate_run_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The per-prompt options a client may set, checked; unknown keys are refused."""
+    options = dict(options or {})
+    unknown = set(options) - _RUN_OPTION_KEYS
+    if unknown:
+        raise InvalidInput(f"unknown run options: {', '.join(sorted(unknown))}")
+    if "permissionMode" in options and options["permissionMode"] is not None:
+        try:
+            PermissionMode(options["permissionMode"])
+        except ValueError:
+            modes = ", ".join(mode.value for mode in PermissionMode)
+            raise InvalidInput(f"permissionMode must be one of {modes}") from None
+    for key in ("allowedTools", "disallowedTools"):
+        value = options.get(key)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(t, str) and t for t in value)
+        ):
+            raise InvalidInput(f"{key} must be a list of tool names")
+    for key, upper in (("maxTurns", 1000), ("maxThinkingTokens", 1_000_000)):
+        value = options.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= upper
+        ):
+            raise InvalidInput(f"{key} must be an integer between 1 and {upper}")
+    for key in ("model", "appendSystemPrompt"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{key} must be a string")
+    return {key: value for key, value in options.items() if value is not None}
+
+
+@dataclass
+class _ActiveRun:
+    job_id: uuid.UUID
+    session_id: uuid.UUID
+    task: asyncio.Task[None]
+    cancel_requested: bool = False
+
+
+class RunManager:
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        runner: AgentRunner,
+        *,
+        permissions: PermissionService | None = None,
+        max_concurrent_runs: int = 4,
+        poll_interval: float = 2.0,
+        heartbeat_interval: float = 15.0,
+        idle_check_interval: float = 30.0,
+        agent_env: Callable[[], dict[str, str]] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.runner = runner
+        self.jobs = JobService(db)
+        self.messages = MessageService(db)
+        self.sessions = SessionService(db, [])
+        self.pricing = PricingService(db)
+        self.permissions = permissions or PermissionService(db)
+        self.max_concurrent_runs = max_concurrent_runs
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.idle_check_interval = idle_check_interval
+        # Called for every run, so a key changed in the settings applies to the next prompt.
+        self.agent_env = agent_env or dict
+        self.worker_id = worker_id or make_worker_id()
+        self._active: dict[uuid.UUID, _ActiveRun] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="pocketcode-claim-loop"),
+            asyncio.create_task(self._idle_loop(), name="pocketcode-idle-loop"),
+        ]
+
+    def is_claiming(self) -> bool:
+        return bool(self._tasks) and not self._tasks[0].done()
+
+    async def stop(self) -> None:
+        """Stop claiming, cancel what runs here, close the agent processes."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for active in list(self._active.values()):
+            active.cancel_requested = True
+            with contextlib.suppress(Exception):
+                await self.runner.cancel(active.session_id)
+        if self._active:
+            await asyncio.wait([a.task for a in self._active.values()], timeout=10)
+        await self.runner.aclose()
+
+    # -- what clients call --------------------------------------------------------------------
+
+    async def submit(
+        self, session_id: uuid.UUID, prompt: str, options: dict[str, Any] | None = None
+    ) -> JobRow:
+        """Queue a prompt: the user message is stored and published before this returns."""
+        checked = validate_run_options(options)
+        job, message = await anyio.to_thread.run_sync(
+            self.jobs.enqueue, session_id, prompt, checked
+        )
+        await self.bus.publish(message_event(message))
+        await self._publish_queue(session_id)
+        await self.bus.notify_jobs()
+        return job
+
+    async def cancel_job(self, job_id: uuid.UUID) -> JobRow:
+        """Cancel a queued prompt, or stop the run answering it."""
+        job = await anyio.to_thread.run_sync(self.jobs.get, job_id)
+        if job.status is JobStatus.PENDING:
+            try:
+                cancelled = await anyio.to_thread.run_sync(self.jobs.cancel_pending, job_id)
+            except Conflict:
+                job = await anyio.to_thread.run_sync(self.jobs.get, job_id)
+            else:
+                await self._publish_queue(job.session_id)
+                return cancelled
+        if job.status is JobStatus.PROCESSING:
+            active = self._active.get(job.id)
+            if active is None:
+                raise Conflict("this run is being answered by another server process")
+            active.cancel_requested = True
+            await self.runner.cancel(active.session_id)
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(active.task), timeout=15)
+            return await anyio.to_thread.run_sync(self.jobs.get, job_id)
+        raise Conflict(f"the prompt is already {job.status.value}")
+
+    async def cancel_session(self, session_id: uuid.UUID) -> JobRow | None:
+        """Stop the session's current run, if any (queued prompts stay queued)."""
+        for active in list(self._active.values()):
+            if active.session_id == session_id:
+                return await self.cancel_job(active.job_id)
+        row = await anyio.to_thread.run_sync(self.sessions.get, session_id)
+        if row.current_job_id is not None and row.is_working:
+            return await self.cancel_job(row.current_job_id)
+        return None
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            try:
+                while len(self._active) < self.max_concurrent_runs:
+                    job = await anyio.to_thread.run_sync(self.jobs.claim_next, self.worker_id)
+                    if job is None:
+                        break
+                    task = asyncio.create_task(self._execute(job), name=f"run-{job.id}")
+                    self._active[job.id] = _ActiveRun(job.id, job.session_id, task)
+                    task.add_done_callback(functools.partial(self._run_done, job.id))
+            except Exception:
+                log.exception("claiming a job failed; retrying")
+            await self.bus.wait_for_jobs(self.poll_interval)
+
+    def _run_done(self, job_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
+        self._active.pop(job_id, None)
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.bus.notify_jobs())
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.idle_check_interval)
+            try:
+                await self.runner.close_idle()
+            except Exception:
+                log.exception("closing idle agent processes failed")
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def _execute(self, job: JobRow) -> None:
+        session_id = job.session_id
+        outcome: RunOutcome | None = None
+        heartbeat = asyncio.create_task(self._heartbeat(job.id))
+        try:
+            request = await anyio.to_thread.run_sync(self._prepare, job)
+            await self._publish_state(session_id)
+            await self._publish_queue(session_id)
+            outcome = await self.runner.run(
+                request,
+                lambda event: self._on_event(job, request, event),
+                lambda name, tool_input, tool_use_id: self._ask(job, name, tool_input, tool_use_id),
+            )
+        except Exception as exc:
+            log.exception("run %s of session %s failed", job.id, session_id)
+            outcome = RunOutcome(
+                RunStatus.FAILED,
+                None,
+                error=f"internal error: {type(exc).__name__}",
+                error_code="internal_error",
+            )
+        finally:
+            heartbeat.cancel()
+        active = self._active.get(job.id)
+        if (
+            active is not None
+            and active.cancel_requested
+            and outcome.status is not RunStatus.COMPLETED
+        ):
+            outcome = RunOutcome(
+                RunStatus.CANCELLED,
+                outcome.provider_session_id,
+                usage=outcome.usage,
+                model=outcome.model,
+                cli_cost_usd=outcome.cli_cost_usd,
+                cli_total_cost_usd=outcome.cli_total_cost_usd,
+                num_turns=outcome.num_turns,
+                duration_ms=outcome.duration_ms,
+            )
+        try:
+            await self._finish(job, outcome)
+        except Exception:
+            log.exception("recording the end of run %s failed", job.id)
+
+    def _prepare(self, job: JobRow) -> RunRequest:
+        """Mark the session starting and build the runner's request (worker thread)."""
+        with self.db.write() as session:
+            row = load_session(session, job.session_id, lock=True)
+            resume = row.provider_session_id
+            new_id = resume or str(uuid.uuid4())
+            # Chosen before the process starts, so the transcript path is known up front.
+            row.provider_session_id = new_id
+            project = Path(row.project_path)
+            model = row.model
+            mode = row.permission_mode
+        self.sessions.mark_starting(job.session_id, job.id)
+        options = job.options or {}
+        return RunRequest(
+            session_id=job.session_id,
+            job_id=job.id,
+            prompt=job.prompt,
+            cwd=project,
+            resume_provider_session_id=resume,
+            new_provider_session_id=new_id,
+            model=options.get("model") or model,
+            permission_mode=PermissionMode(options["permissionMode"])
+            if options.get("permissionMode")
+            else mode,
+            allowed_tools=tuple(options.get("allowedTools") or ()),
+            disallowed_tools=tuple(options.get("disallowedTools") or ()),
+            max_turns=options.get("maxTurns"),
+            append_system_prompt=options.get("appendSystemPrompt"),
+            max_thinking_tokens=options.get("maxThinkingTokens"),
+            env=self.agent_env(),
+        )
+
+    async def _on_event(self, job: JobRow, request: RunRequest, event: AgentEvent) -> None:
+        if event.kind is EventKind.MESSAGE and event.message is not None:
+            message = event.message
+            message.job_id = job.id
+            if message.provider_session_id is None:
+                message.provider_session_id = (
+                    request.resume_provider_session_id or request.new_provider_session_id
+                )
+            row = await anyio.to_thread.run_sync(self.messages.append, job.session_id, message)
+            await self.bus.publish(message_event(row))
+        elif event.kind is EventKind.DELTA and event.delta is not None:
+            await self.bus.publish(Event(job.session_id, "delta", None, dict(event.delta)))
+        elif event.kind is EventKind.PROCESS:
+            await anyio.to_thread.run_sync(
+                self._record_process,
+                job.session_id,
+                event.pid,
+                event.create_time,
+                event.provider_session_id,
+            )
+            await self._publish_state(job.session_id)
+
+    def _record_process(
+        self,
+        session_id: uuid.UUID,
+        pid: int | None,
+        create_time: float | None,
+        provider_session_id: str | None,
+    ) -> None:
+        self.sessions.start_streaming(session_id, pid, create_time)
+        if provider_session_id:
+            with self.db.write() as session:
+                session.execute(
+                    sa.update(SessionRow)
+                    .where(SessionRow.id == session_id)
+                    .values(provider_session_id=provider_session_id)
+                )
+
+    async def _ask(
+        self, job: JobRow, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None
+    ) -> PermissionDecision:
+        async def publish(event: PermissionEvent) -> None:
+            await self.bus.publish(Event(event.session_id, "permission", None, event.data))
+            await self._publish_state(event.session_id)
+
+        async def expired(row: PermissionRequestRow) -> None:
+            await self._store(
+                job.session_id,
+                NewMessage(
+                    MessageType.SYSTEM,
+                    f"The request to use {row.tool_name} got no answer in time and was denied.",
+                    subtype="permission_expired",
+                    job_id=job.id,
+                ),
+            )
+
+        return await self.permissions.request(
+            job.session_id,
+            job.id,
+            tool_name,
+            tool_input,
+            tool_use_id,
+            publish=publish,
+            on_expired=expired,
+        )
+
+    async def _heartbeat(self, job_id: uuid.UUID) -> None:
+        """Keep the claim alive; a claim lost (another process declared this worker dead and
+        interrupted the job) stops the run rather than letting two copies edit files."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                alive = await anyio.to_thread.run_sync(self.jobs.heartbeat, job_id, self.worker_id)
+            except Exception:
+                log.exception("heartbeat of run %s failed", job_id)
+                continue
+            active = self._active.get(job_id)
+            if not alive and active is not None:
+                log.warning("run %s lost its claim; stopping it", job_id)
+                active.cancel_requested = True
+                await self.runner.cancel(active.session_id)
+                return
+
+    async def _finish(self, job: JobRow, outcome: RunOutcome) -> None:
+        session_id = job.session_id
+        if outcome.status is RunStatus.FAILED:
+            await self._store(
+                session_id,
+                NewMessage(
+                    MessageType.ERROR,
+                    outcome.error or "The run failed.",
+                    subtype=outcome.error_code or "failed",
+                    job_id=job.id,
+                ),
+            )
+        elif outcome.status is RunStatus.CANCELLED:
+            await self._store(
+                session_id,
+                NewMessage(MessageType.SYSTEM, "Cancelled.", subtype="cancelled", job_id=job.id),
+            )
+        await anyio.to_thread.run_sync(self._record_outcome, job, outcome)
+        await self._publish_state(session_id)
+        await self._publish_queue(session_id)
+        await self.bus.publish(
+            Event(session_id, "done", None, {"jobId": str(job.id), "status": outcome.status.value})
+        )
+
+    def _record_outcome(self, job: JobRow, outcome: RunOutcome) -> None:
+        session_row = self.sessions.get(job.session_id)
+        model = outcome.model or session_row.model or ""
+        cost = self.pricing.cost(model, outcome.usage) if model else None
+        usage = outcome.usage
+        self.jobs.finish(
+            job.id,
+            JobStatus(outcome.status.value),
+            error=outcome.error,
+            error_code=outcome.error_code,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cost_usd=cost or Decimal(0),
+            cli_cost_usd=outcome.cli_cost_usd,
+            num_turns=outcome.num_turns,
+            duration_ms=outcome.duration_ms,
+        )
+        self.sessions.add_usage(
+            job.session_id,
+            Usage(
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_creation_tokens,
+                usage.cache_read_tokens,
+                cost or Decimal(0),
+                outcome.cli_total_cost_usd,
+            ),
+        )
+        if outcome.num_turns:
+            self.sessions.increment_turn(job.session_id)
+        if outcome.provider_session_id:
+            with self.db.write() as session:
+                session.execute(
+                    sa.update(SessionRow)
+                    .where(SessionRow.id == job.session_id)
+                    .values(provider_session_id=outcome.provider_session_id)
+                )
+        finish = {
+            RunStatus.COMPLETED: self.sessions.complete_streaming,
+            RunStatus.FAILED: self.sessions.fail_streaming,
+            RunStatus.CANCELLED: self.sessions.cancel_streaming,
+        }[outcome.status]
+        finish(job.session_id)
+
+    async def _store(self, session_id: uuid.UUID, message: NewMessage) -> None:
+        row = await anyio.to_thread.run_sync(self.messages.append, session_id, message)
+        await self.bus.publish(message_event(row))
+
+    # -- publishing state ----------------------------------------------------------------------
+
+    async def _publish_state(self, session_id: uuid.UUID) -> None:
+        row = await anyio.to_thread.run_sync(self.sessions.get, session_id)
+        pending = await anyio.to_thread.run_sync(self.permissions.pending, session_id)
+        await self.bus.publish(
+            Event(
+                session_id,
+                "state",
+                None,
+                {
+                    "isWorking": row.is_working,
+                    "processStatus": row.process_status.value,
+                    "currentJobId": str(row.current_job_id) if row.current_job_id else None,
+                    "lastJobStatus": row.last_job_status.value if row.last_job_status else None,
+                    "pendingPermissions": len(pending),
+                    "turnCount": row.turn_count,
+                    "messageCount": row.message_count,
+                    "totalCostUsd": str(row.total_cost_usd),
+                },
+            )
+        )
+
+    async def _publish_queue(self, session_id: uuid.UUID) -> None:
+        queue = await anyio.to_thread.run_sync(self.jobs.list_queue, session_id)
+        await self.bus.publish(
+            Event(
+                session_id,
+                "queue",
+                None,
+                {"pending": [{"id": str(job.id), "prompt": job.prompt[:500]} for job in queue]},
+            )
+        )
+
+    # -- recovery at start-up ------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        await anyio.to_thread.run_sync(self.recover_sync)
+
+    def recover_sync(self) -> None:
+        """Interrupt runs whose server died, reap their processes, recover their messages and
+        reset their sessions. Runs of live servers (another process on PostgreSQL) are left."""
+        with self.db.read() as session:
+            processing = list(
+                session.scalars(sa.select(JobRow).where(JobRow.status == JobStatus.PROCESSING))
+            )
+        dead = {
+            job.worker_id or "" for job in processing if _worker_is_dead_here(job.worker_id or "")
+        }
+        stalled = {
+            job.worker_id or ""
+            for job in self.jobs.stalled(timedelta(seconds=self.heartbeat_interval * 4))
+        }
+        interrupted: list[JobRow] = []
+        if dead | stalled:
+            interrupted = self.jobs.interrupt_processing(
+                dead | stalled, "the server stopped during this run; it was interrupted"
+            )
+        self._reap_orphans(interrupted)
+        for job in interrupted:
+            self._recover_session(job)
+        self._reset_idle_sessions()
+        self.permissions.expire_all_pending("the run waiting for this answer was interrupted")
+
+    def _reap_orphans(self, interrupted: list[JobRow]) -> None:
+        """Kill agent processes whose server is dead: the ones recorded on an interrupted
+        run's session (pid + start time), and every process carrying the instance marker of a
+        server process of this host that no longer exists (tool commands included)."""
+        for job in interrupted:
+            row = self.sessions.get(job.session_id)
+            pid, started = row.process_pid, row.process_create_time
+            if pid and started and is_same_process(pid, started):
+                kill_process_group(pid, 2.0, create_time=started)
+        dead_owners: set[str] = set()
+        for process in find_marked_processes(MARKER_INSTANCE):
+            try:
+                owner = process.environ().get(MARKER_INSTANCE, "")
+            except Exception:  # gone or unreadable since it was listed: nothing to reap
+                owner = self.worker_id
+            if owner != self.worker_id and _worker_is_dead_here(owner):
+                dead_owners.add(owner)
+        for owner in dead_owners:
+            reaped = reap_orphans(instance_id=owner)
+            if reaped:
+                log.warning("killed %d process(es) left by dead server %s", len(reaped), owner)
+
+    def _recover_session(self, job: JobRow) -> None:
+        row = self.sessions.get(job.session_id)
+        if row.claude_directory_path and row.provider_session_id and job.claimed_at:
+            transcript = Path(row.claude_directory_path) / f"{row.provider_session_id}.jsonl"
+            missed = run_messages_since(transcript, job.claimed_at - timedelta(seconds=1))
+            for message in missed:
+                message.job_id = job.id
+            stored = self.messages.append_many(job.session_id, missed)
+            if stored:
+                log.info(
+                    "recovered %d message(s) of run %s from its transcript", len(stored), job.id
+                )
+        self.messages.append(
+            job.session_id,
+            NewMessage(
+                MessageType.ERROR,
+                "The server stopped during this run, so it was interrupted. Files it was "
+                "editing may be half-changed: check them, then send a prompt to continue.",
+                subtype="interrupted",
+                job_id=job.id,
+            ),
+        )
+
+    def _reset_idle_sessions(self) -> None:
+        """Sessions marked working without a processing job go back to idle."""
+        with self.db.write() as session:
+            running = sa.select(JobRow.session_id).where(JobRow.status == JobStatus.PROCESSING)
+            session.execute(
+                sa.update(SessionRow)
+                .where(
+                    sa.or_(
+                        SessionRow.is_working.is_(True),
+                        SessionRow.process_status.in_(list(ACTIVE_PROCESS_STATUSES)),
+                    ),
+                    SessionRow.id.not_in(running),
+                )
+                .values(
+                    is_working=False,
+                    current_job_id=None,
+                    process_pid=None,
+                    process_create_time=None,
+                    process_status=ProcessStatus.IDLE,
+                    last_job_status=JobStatus.INTERRUPTED,
+                    updated_at=utcnow(),
+                )
+            )

@@ -1,0 +1,73 @@
+"""Everything that runs prompts, wired from the settings: the event bus, the agent runner, the
+permission service and the run manager. `serve` and `pocketcode run` both start one."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pocketcode.agents.claude_code import ClaudeCodeRunner
+from pocketcode.config import Settings
+from pocketcode.db.engine import Database
+from pocketcode.services.app_settings import AppSettingsService
+from pocketcode.services.events import EventBus
+from pocketcode.services.permissions import PermissionService
+from pocketcode.services.runs import RunManager, make_worker_id
+from pocketcode.services.secrets import Keyring
+
+ANTHROPIC_API_KEY_SETTING = "anthropic_api_key"
+
+
+def agent_credentials(db: Database, keyring: Keyring) -> dict[str, str]:
+    """An Anthropic API key stored in the encrypted settings wins over the environment's;
+    without either the CLI uses the user's own Claude login."""
+    stored = AppSettingsService(db, keyring).get(ANTHROPIC_API_KEY_SETTING)
+    return {"ANTHROPIC_API_KEY": stored} if stored else {}
+
+
+@dataclass
+class Runtime:
+    bus: EventBus
+    runner: ClaudeCodeRunner
+    permissions: PermissionService
+    runs: RunManager
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, db: Database, keyring: Keyring, *, claim_jobs: bool = True
+    ) -> Runtime:
+        bus = EventBus(db)
+        await bus.start()
+        work_dir = settings.data_dir / "run" / f"{os.getpid()}"
+        # The runner marks its processes with the worker id (host:pid:start), so a later
+        # server can tell the processes of a dead one from those of a live one.
+        worker_id = make_worker_id()
+        runner = ClaudeCodeRunner(
+            cli_path=settings.claude_path,
+            idle_timeout=settings.agent_idle_timeout,
+            max_concurrent_starts=settings.agent_max_concurrent_starts,
+            cancel_grace=settings.cancel_grace,
+            instance_id=worker_id,
+            work_dir=work_dir,
+        )
+        permissions = PermissionService(db, timeout=settings.permission_timeout)
+        runs = RunManager(
+            db,
+            bus,
+            runner,
+            permissions=permissions,
+            max_concurrent_runs=settings.max_concurrent_runs,
+            worker_id=worker_id,
+            agent_env=lambda: agent_credentials(db, keyring),
+        )
+        if claim_jobs:
+            await runs.start()
+        return cls(bus, runner, permissions, runs)
+
+    def queue_health(self) -> str:
+        """'healthy' while the run manager claims prompts, 'unhealthy' if its loop died."""
+        return "healthy" if self.runs.is_claiming() else "unhealthy"
+
+    async def stop(self) -> None:
+        await self.runs.stop()
+        await self.bus.stop()
