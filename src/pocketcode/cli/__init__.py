@@ -11,6 +11,7 @@ from rich.console import Console
 from pocketcode.cli.config_cmd import config_app
 from pocketcode.cli.db import db_app
 from pocketcode.cli.dev import dev_app
+from pocketcode.cli.run import run
 from pocketcode.cli.secrets import secrets_app
 from pocketcode.cli.serve import serve
 from pocketcode.domain.errors import PocketcodeError
@@ -23,6 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command()(serve)
+app.command()(run)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(secrets_app, name="secrets")

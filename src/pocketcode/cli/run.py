@@ -72,7 +72,10 @@ class EventPrinter:
             lines = text.count("\n") + 1 if text else 0
             console.print(f"[dim]◀ result, {lines} line(s)[/]")
         elif kind == "system" and subtype == "init":
-            console.print(f"[dim]session {data.get('raw', {}).get('session_id', '')}[/]")
+            claude_id = (data.get("raw") or {}).get("session_id", "")
+            console.print(
+                f"[dim]claude session {claude_id} (terminal: claude --resume {claude_id})[/]"
+            )
         elif kind in ("system", "error"):
             style = "red" if kind == "error" else "yellow"
             console.print(f"[{style}]{text}[/]", markup=True)
