@@ -1,0 +1,170 @@
+"""Start-up recovery without a real CLI: runs whose server died are interrupted, their missed
+messages come back from the transcript (once), their sessions return to idle, and runs of a
+live server are left alone."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pocketcode.agents.base import RunOutcome, RunRequest, RunStatus
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import JobRow, SessionRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.states import JobStatus, MessageType, ProcessStatus
+from pocketcode.services.events import EventBus
+from pocketcode.services.jobs import JobService
+from pocketcode.services.messages import MessageService, NewMessage
+from pocketcode.services.runs import RunManager, make_worker_id
+from pocketcode.services.sessions import SessionService
+
+DEAD_WORKER = f"{socket.gethostname()}:999999:1.000"
+
+
+class IdleRunner:
+    """A runner that is never asked to run: recovery only."""
+
+    provider = "claude-code"
+
+    async def run(self, request: RunRequest, emit: object, ask: object) -> RunOutcome:
+        return RunOutcome(RunStatus.COMPLETED, None)
+
+    async def cancel(self, session_id: uuid.UUID) -> None: ...
+
+    async def close_idle(self) -> int:
+        return 0
+
+    async def aclose(self) -> None: ...
+
+
+def _line(kind: str, uuid_: str, when: str, content: object, msg_id: str = "msg_1") -> str:
+    message: dict[str, object] = {"role": kind, "content": content}
+    if kind == "assistant":
+        message.update({"id": msg_id, "model": "claude-sonnet-4-5-20250929"})
+    return json.dumps(
+        {"type": kind, "uuid": uuid_, "sessionId": "s-1", "timestamp": when, "message": message}
+    )
+
+
+@pytest.fixture
+def crashed(db: Database, tmp_path: Path) -> tuple[uuid.UUID, uuid.UUID, Path]:
+    """A session whose run was processing when its server (a dead pid) died, with a
+    transcript holding messages the server had not stored."""
+    project = tmp_path / "project"
+    project.mkdir()
+    session = SessionService(db, [tmp_path]).create(str(project))
+    claude_dir = tmp_path / "claude"
+    claude_dir.mkdir()
+    jobs = JobService(db)
+    job, _ = jobs.enqueue(session.id, "do it", {})
+    claimed = jobs.claim_next(DEAD_WORKER)
+    assert claimed is not None and claimed.id == job.id
+    start = (claimed.claimed_at or utcnow()) - timedelta(seconds=0)
+    with db.write() as s:
+        s.execute(
+            sa.update(SessionRow)
+            .where(SessionRow.id == session.id)
+            .values(
+                provider_session_id="s-1",
+                claude_directory_path=str(claude_dir),
+                is_working=True,
+                current_job_id=job.id,
+                process_status=ProcessStatus.STREAMING,
+                process_pid=999999,
+                process_create_time=1.0,
+            )
+        )
+    MessageService(db).append(
+        session.id,
+        NewMessage(
+            MessageType.ASSISTANT,
+            "stored live",
+            subtype="text",
+            provider_message_uuid="a-1",
+            job_id=job.id,
+        ),
+    )
+    before = (start - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    during = (start + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    (claude_dir / "s-1.jsonl").write_text(
+        "\n".join(
+            [
+                _line("assistant", "old-1", before, [{"type": "text", "text": "earlier run"}]),
+                _line("user", "u-0", during, "do it"),
+                _line("assistant", "a-1", during, [{"type": "text", "text": "stored live"}]),
+                _line(
+                    "assistant",
+                    "a-2",
+                    during,
+                    [
+                        {
+                            "type": "tool_use",
+                            "id": "toolu_1",
+                            "name": "Bash",
+                            "input": {"command": "ls"},
+                        }
+                    ],
+                    "msg_2",
+                ),
+                _line(
+                    "user",
+                    "u-1",
+                    during,
+                    [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.txt"}],
+                ),
+                '{"type": "assistant", "uuid": "partial", "mess',
+            ]
+        )
+        + "\n"
+    )
+    return session.id, job.id, claude_dir
+
+
+def test_recovery_interrupts_and_recovers_missed_messages(
+    db: Database, crashed: tuple[uuid.UUID, uuid.UUID, Path]
+) -> None:
+    session_id, job_id, _ = crashed
+    manager = RunManager(db, EventBus(db), IdleRunner(), worker_id=make_worker_id())  # type: ignore[arg-type]
+    manager.recover_sync()
+
+    job = JobService(db).get(job_id)
+    assert job.status is JobStatus.INTERRUPTED
+    stored = MessageService(db).page(session_id, limit=100).messages
+    assert [(m.provider_message_uuid, m.subtype) for m in stored] == [
+        (None, "prompt"),
+        ("a-1", "text"),
+        ("a-2", "tool_use"),
+        ("u-1", "tool_result"),
+        (None, "interrupted"),
+    ]
+    assert stored[3].parent_tool_use_id == "toolu_1"
+    assert [m.job_id for m in stored] == [job_id] * len(stored)
+    session = SessionService(db, []).get(session_id)
+    assert (session.is_working, session.process_status, session.process_pid) == (
+        False,
+        ProcessStatus.IDLE,
+        None,
+    )
+    assert session.last_job_status is JobStatus.INTERRUPTED
+
+    # A second start-up finds nothing more to do and stores nothing twice.
+    manager.recover_sync()
+    assert len(MessageService(db).page(session_id, limit=100).messages) == len(stored)
+
+
+def test_recovery_leaves_runs_of_live_servers_alone(
+    db: Database, crashed: tuple[uuid.UUID, uuid.UUID, Path]
+) -> None:
+    session_id, job_id, _ = crashed
+    with db.write() as s:
+        s.execute(sa.update(JobRow).where(JobRow.id == job_id).values(worker_id=make_worker_id()))
+    manager = RunManager(db, EventBus(db), IdleRunner(), worker_id="another")  # type: ignore[arg-type]
+    manager.recover_sync()
+    assert JobService(db).get(job_id).status is JobStatus.PROCESSING
+    assert SessionService(db, []).get(session_id).is_working is True
