@@ -89,6 +89,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     return str(url)
 
 
+@pytest.fixture
+def postgresql_url(pg_migrated: tuple[str, SeedRows]) -> str:
+    """A migrated, empty PostgreSQL database, for what only PostgreSQL does (several server
+    processes on one database)."""
+    url, seeded = pg_migrated
+    _reset(url, seeded)
+    return url
+
+
 @pytest.fixture(params=BACKENDS)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables at all, of each backend."""
@@ -116,5 +125,5 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
-        if {"database_url", "empty_database_url"} & set(names):
+        if {"database_url", "empty_database_url", "postgresql_url"} & set(names):
             item.add_marker(pytest.mark.db)
