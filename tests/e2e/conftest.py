@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pocketcode.agents import processes
-from pocketcode.agents.claude_code import ClaudeCodeRunner
+from pocketcode.agents.claude_code import ClaudeCodeRunner, bundled_claude_path
 from pocketcode.db.engine import Database
-from pocketcode.devtools.fake_model import FakeModelServer, Script, Turn, bundled_claude_path
+from pocketcode.devtools.fake_model import FakeModelServer, Script, Turn
 from tests.e2e.claude_runs import ClaudeCli, RunnerSession
 from tests.e2e.run_stack import RunStack, start_stack, stop_stack
 

@@ -182,9 +182,21 @@ def write_launcher(work_dir: Path, cli_path: Path) -> Path:
     return launcher
 
 
-def default_cli_path() -> Path:
-    from pocketcode.devtools.fake_model import bundled_claude_path
+def bundled_claude_path() -> Path:
+    """The Claude Code executable shipped inside the installed claude_agent_sdk wheel."""
+    import importlib.util
 
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("claude_agent_sdk is not installed")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "_bundled" / "claude"
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise FileNotFoundError("claude_agent_sdk has no bundled claude executable")
+
+
+def default_cli_path() -> Path:
     return bundled_claude_path()
 
 

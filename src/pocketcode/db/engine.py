@@ -156,5 +156,12 @@ class Database:
         with self._write() as session, session.begin():
             yield session
 
+    @contextmanager
+    def write_connection(self) -> Iterator[sa.Connection]:
+        """A Core connection in one write transaction (BEGIN IMMEDIATE on SQLite), for DDL
+        such as migrations that must not fail against a concurrent writer."""
+        with self.engine.execution_options(**{_IMMEDIATE: True}).begin() as connection:
+            yield connection
+
     def dispose(self) -> None:
         self.engine.dispose()

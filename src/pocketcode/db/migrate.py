@@ -43,6 +43,6 @@ def is_up_to_date(db: Database) -> bool:
 
 def _run(db: Database, action: object, revision: str) -> None:
     config = alembic_config()
-    with db.engine.begin() as connection:
+    with db.write_connection() as connection:
         config.attributes["connection"] = connection
         action(config, revision)  # type: ignore[operator]

@@ -820,20 +820,6 @@ class FakeModelServer:
 # --- running the real CLI against it -------------------------------------------------------
 
 
-def bundled_claude_path() -> Path:
-    """The Claude Code executable shipped inside the installed claude_agent_sdk wheel."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("claude_agent_sdk")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("claude_agent_sdk is not installed")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "_bundled" / "claude"
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    raise FileNotFoundError("claude_agent_sdk has no bundled claude executable")
-
-
 def offline_api_env(base_url: str, *, max_retries: int = 0) -> dict[str, str]:
     """The variables that point the CLI at `base_url` and stop every other network call."""
     return {

@@ -40,7 +40,7 @@ from psycopg import sql
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow
 from pocketcode.domain.errors import OperationFailed
-from pocketcode.web.timefmt import iso_z
+from pocketcode.domain.timefmt import iso_z
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pocketcode.db.tables import PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
 from pocketcode.domain.states import PermissionStatus
+from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.sessions import load_session
-from pocketcode.web.timefmt import iso_z
 
 DEFAULT_TIMEOUT = 300.0
 _POLL_INTERVAL = 0.5

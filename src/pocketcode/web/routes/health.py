@@ -9,8 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from pocketcode import __version__
+from pocketcode.domain.timefmt import now_iso_z
 from pocketcode.services.health import check_health
-from pocketcode.web.timefmt import now_iso_z
 
 router = APIRouter(tags=["health"])
 
