@@ -119,6 +119,11 @@ class ReplayRunner:
 
     def __init__(self, timings: Timings) -> None:
         self.timings = timings
+        # paced: hand over the next line only once the previous one reached its subscriber
+        # (the pure per-event overhead, no queueing); burst: as fast as emit returns
+        # (saturation: the sustained events/s).
+        self.paced = False
+        self.arrived: dict[str, asyncio.Future[None]] = {}
         self.scripts: dict[uuid.UUID, list[tuple[str, str]]] = {}
         self.gate = asyncio.Event()
         self.waiting = 0
@@ -139,13 +144,20 @@ class ReplayRunner:
         await self.gate.wait()
         context = LineContext(job_id=request.job_id)
         timings = self.timings
+        loop = asyncio.get_running_loop()
         for key, text in lines:
+            if self.paced:
+                self.arrived[key] = loop.create_future()
             timings.handed[key] = time.perf_counter()
             events = events_for_line(json.loads(text), context)
             timings.parsed[key] = time.perf_counter()
             for event in events:
                 await emit(event)
             timings.emitted[key] = time.perf_counter()
+            waiter = self.arrived.get(key)
+            if waiter is not None and any(e.kind is EventKind.MESSAGE for e in events):
+                await waiter
+            self.arrived.pop(key, None)
         return RunOutcome(RunStatus.COMPLETED, provider_session_id, num_turns=1)
 
     async def cancel(self, session_id: uuid.UUID) -> None:
@@ -163,6 +175,7 @@ class ReplayRunner:
 
 @dataclass
 class Round:
+    mode: str
     sessions: int
     events: int
     elapsed: float
@@ -179,6 +192,7 @@ class Round:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "mode": self.mode,
             "sessions": self.sessions,
             "events": self.events,
             "elapsed_s": round(self.elapsed, 4),
@@ -194,7 +208,12 @@ class Round:
         }
 
 
-async def _consume(subscription: Subscription, timings: Timings, counters: dict[str, int]) -> None:
+async def _consume(
+    subscription: Subscription,
+    timings: Timings,
+    counters: dict[str, int],
+    arrived: dict[str, asyncio.Future[None]],
+) -> None:
     async for event in subscription:
         now = time.perf_counter()
         if event.type == "message":
@@ -202,6 +221,9 @@ async def _consume(subscription: Subscription, timings: Timings, counters: dict[
             key = raw.get("uuid") if isinstance(raw, dict) else None
             if isinstance(key, str):
                 timings.received[key] = now
+                waiter = arrived.get(key)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
         elif event.type == "resync":
             counters["resyncs"] += 1
         elif event.type == "done":
@@ -217,8 +239,11 @@ async def measure_round(
     *,
     sessions: int,
     events: int,
+    paced: bool,
 ) -> Round:
     timings = runner.timings = Timings()
+    runner.paced = paced
+    runner.arrived = {}
     runner.gate.clear()
     runner.at_gate.clear()
     runner.waiting = 0
@@ -234,7 +259,7 @@ async def measure_round(
     counters = {"resyncs": 0}
     subscriptions = [bus.subscribe(session_id) for session_id in ids]
     consumers = [
-        asyncio.create_task(_consume(subscription, timings, counters))
+        asyncio.create_task(_consume(subscription, timings, counters, runner.arrived))
         for subscription in subscriptions
     ]
     try:
@@ -255,6 +280,7 @@ async def measure_round(
         if count != per_session + 1:
             raise RuntimeError(f"session {session_id} stored {count} rows, not {per_session + 1}")
     return Round(
+        mode="paced" if paced else "burst",
         sessions=sessions,
         events=len(keys),
         elapsed=finished - started,
@@ -284,15 +310,20 @@ async def run_backend(backend: str, events: int, sessions: int) -> dict[str, Any
         )
         await manager.start()
         try:
-            await measure_round(db, bus, manager, runner, root, sessions=1, events=WARMUP_EVENTS)
-            single = await measure_round(db, bus, manager, runner, root, sessions=1, events=events)
-            concurrent = await measure_round(
-                db, bus, manager, runner, root, sessions=sessions, events=events
+            await measure_round(
+                db, bus, manager, runner, root, sessions=1, events=WARMUP_EVENTS, paced=False
             )
+            rounds = {
+                f"{mode}_{name}": await measure_round(
+                    db, bus, manager, runner, root, sessions=count, events=events, paced=paced
+                )
+                for mode, paced in (("paced", True), ("burst", False))
+                for name, count in (("single_session", 1), ("concurrent", sessions))
+            }
         finally:
             await manager.stop()
             await bus.stop()
-    return {"single_session": single.as_json(), "concurrent": concurrent.as_json()}
+    return {name: measured.as_json() for name, measured in rounds.items()}
 
 
 # -- where the time goes ----------------------------------------------------------------------
@@ -330,12 +361,12 @@ def profile_store(backend: str, events: int) -> None:
 
 
 def _rows(backend: str, result: dict[str, Any]) -> Iterator[str]:
-    for name in ("single_session", "concurrent"):
-        part = result[name]
+    for part in result.values():
         lat = part["latency_ms"]
         stages = part["stages_ms"]
         yield (
-            f"| {backend} | {part['sessions']} | {part['events']} | {lat['p50']:.2f} | "
+            f"| {backend} | {part['mode']} | {part['sessions']} | {part['events']} | "
+            f"{lat['p50']:.2f} | "
             f"{lat['p95']:.2f} | {lat['p99']:.2f} | {lat['max']:.2f} | "
             f"{part['events_per_s']:,.0f} | {stages['parse']['p50']:.3f} / "
             f"{stages['store_and_publish']['p50']:.3f} / {stages['to_subscriber']['p50']:.3f} |"
@@ -361,9 +392,9 @@ def main() -> None:
 
     results = asyncio.run(everything())
     print(
-        "| db | sessions | events | p50 ms | p95 ms | p99 ms | max ms | events/s "
-        "| p50 parse / store+publish / to subscriber ms |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "| db | mode | sessions | events | p50 ms | p95 ms | p99 ms | max ms | events/s "
+        "| p50 parse / emit / to subscriber ms |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
     for backend, result in results.items():
         for row in _rows(backend, result):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow
-from pocketcode.db.types import utcnow
+from pocketcode.db.types import UTCDateTime, utcnow
 from pocketcode.domain.errors import InvalidInput, NotFound
 from pocketcode.domain.states import MessageType
 
@@ -63,62 +63,126 @@ def _existing_by_uuid(
     )
 
 
+_MESSAGE_FIELDS = (
+    "type",
+    "subtype",
+    "text",
+    "raw",
+    "job_id",
+    "provider_session_id",
+    "provider_message_uuid",
+    "provider_message_id",
+    "parent_tool_use_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+)
+
+
+# The statements of the hot path, built once: every agent event goes through them, and
+# building SQLAlchemy expressions per call cost more than the database work itself.
+_SESSION_FILTER = sa.and_(
+    SessionRow.id == sa.bindparam("session_id"), SessionRow.deleted_at.is_(None)
+)
+_LOCK_SESSION = sa.select(SessionRow.id).where(_SESSION_FILTER).with_for_update()
+_STORED_UUIDS = sa.select(MessageRow.provider_message_uuid).where(
+    MessageRow.session_id == sa.bindparam("session_id"),
+    MessageRow.provider_message_uuid.in_(sa.bindparam("uuids", expanding=True)),
+)
+_COUNTERS: dict[str, Any] = {
+    "last_message_index": SessionRow.last_message_index + sa.bindparam("count", type_=sa.Integer),
+    "message_count": SessionRow.message_count + sa.bindparam("count", type_=sa.Integer),
+    "last_activity_at": sa.bindparam("now", type_=UTCDateTime()),
+    "updated_at": sa.bindparam("now", type_=UTCDateTime()),
+}
+_BUMP_SEQ = (
+    sa.update(SessionRow)
+    .where(_SESSION_FILTER)
+    .values(**_COUNTERS)
+    .returning(SessionRow.last_message_index)
+)
+_BUMP_SEQ_USER = (
+    sa.update(SessionRow)
+    .where(_SESSION_FILTER)
+    .values(**_COUNTERS, last_message_sent_at=sa.bindparam("now", type_=UTCDateTime()))
+    .returning(SessionRow.last_message_index)
+)
+_INSERT = sa.insert(MessageRow)
+
+Executor = Session | sa.Connection
+
+
+def _dialect_name(executor: Executor) -> str:
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return bind.dialect.name
+
+
+def append_batch_in(
+    executor: Executor, session_id: uuid.UUID, messages: list[NewMessage]
+) -> list[MessageRow]:
+    """Append messages, in order, inside the caller's write transaction (an ORM session or a
+    Core connection); returns the rows stored. A message whose provider uuid is already
+    stored (or repeats one earlier in the batch) is skipped. Three or four statements per
+    batch whatever its size."""
+    if not messages:
+        return []
+    uuids = [m.provider_message_uuid for m in messages if m.provider_message_uuid is not None]
+    if uuids:
+        # Lock the session row before looking for duplicates, so two appenders of the same
+        # uuid cannot both miss it (SQLite's BEGIN IMMEDIATE already serialises writers).
+        if (
+            _dialect_name(executor) != "sqlite"
+            and executor.scalar(_LOCK_SESSION, {"session_id": session_id}) is None
+        ):
+            raise NotFound(f"session {session_id} not found")
+        seen = set(executor.scalars(_STORED_UUIDS, {"session_id": session_id, "uuids": uuids}))
+        fresh: list[NewMessage] = []
+        for message in messages:
+            if message.provider_message_uuid is not None:
+                if message.provider_message_uuid in seen:
+                    continue
+                seen.add(message.provider_message_uuid)
+            fresh.append(message)
+        messages = fresh
+        if not messages:
+            return []
+    now = utcnow()
+    count = len(messages)
+    bump = _BUMP_SEQ_USER if any(m.type is MessageType.USER for m in messages) else _BUMP_SEQ
+    last = executor.scalar(bump, {"session_id": session_id, "count": count, "now": now})
+    if last is None:
+        raise NotFound(f"session {session_id} not found")
+    first = int(last) - count + 1
+    values = [
+        {
+            "id": uuid.uuid4(),
+            "session_id": session_id,
+            "seq": first + index,
+            "created_at": now,
+            **{name: getattr(message, name) for name in _MESSAGE_FIELDS},
+        }
+        for index, message in enumerate(messages)
+    ]
+    executor.execute(_INSERT, values)
+    return [MessageRow(**row) for row in values]
+
+
 def append_in(
     session: Session, session_id: uuid.UUID, message: NewMessage
 ) -> tuple[MessageRow, bool]:
-    """Append inside the caller's write transaction. Returns the row and whether it is new
-    (False when a message with the same provider uuid was already stored)."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "last_message_index": SessionRow.last_message_index + 1,
-        "message_count": SessionRow.message_count + 1,
-        "last_activity_at": now,
-        "updated_at": now,
-    }
-    if message.type is MessageType.USER:
-        values["last_message_sent_at"] = now
-    if message.provider_message_uuid is not None:
-        # Lock the session row before looking for a duplicate, so two appenders of the same
-        # uuid cannot both miss it (SQLite's BEGIN IMMEDIATE already serialises writers).
-        locked = session.scalar(
-            sa.select(SessionRow.id).where(SessionRow.id == session_id).with_for_update()
-        )
-        if locked is None:
-            raise NotFound(f"session {session_id} not found")
-        existing = _existing_by_uuid(session, session_id, message.provider_message_uuid)
-        if existing is not None:
-            return existing, False
-    seq = session.scalar(
-        sa.update(SessionRow)
-        .where(SessionRow.id == session_id, SessionRow.deleted_at.is_(None))
-        .values(**values)
-        .returning(SessionRow.last_message_index)
-    )
-    if seq is None:
-        raise NotFound(f"session {session_id} not found")
-    row = MessageRow(
-        session_id=session_id,
-        seq=int(seq),
-        type=message.type,
-        subtype=message.subtype,
-        text=message.text,
-        raw=message.raw,
-        job_id=message.job_id,
-        provider_session_id=message.provider_session_id,
-        provider_message_uuid=message.provider_message_uuid,
-        provider_message_id=message.provider_message_id,
-        parent_tool_use_id=message.parent_tool_use_id,
-        model=message.model,
-        input_tokens=message.input_tokens,
-        output_tokens=message.output_tokens,
-        cache_creation_tokens=message.cache_creation_tokens,
-        cache_read_tokens=message.cache_read_tokens,
-        cost_usd=message.cost_usd,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row, True
+    """Append one message inside the caller's write transaction. Returns the row and whether
+    it is new (False: a message with the same provider uuid was already stored; that one is
+    returned)."""
+    rows = append_batch_in(session, session_id, [message])
+    if rows:
+        return rows[0], True
+    assert message.provider_message_uuid is not None
+    existing = _existing_by_uuid(session, session_id, message.provider_message_uuid)
+    assert existing is not None
+    return existing, False
 
 
 class MessageService:
@@ -132,13 +196,8 @@ class MessageService:
 
     def append_many(self, session_id: uuid.UUID, messages: list[NewMessage]) -> list[MessageRow]:
         """Append several messages in one transaction; duplicates (by uuid) are skipped."""
-        stored: list[MessageRow] = []
-        with self.db.write() as session:
-            for message in messages:
-                row, is_new = append_in(session, session_id, message)
-                if is_new:
-                    stored.append(row)
-        return stored
+        with self.db.write_connection() as connection:
+            return append_batch_in(connection, session_id, messages)
 
     def page(
         self,

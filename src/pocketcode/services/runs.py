@@ -125,6 +125,61 @@ def validate_run_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+class _MessageWriter:
+    """Stores one run's messages in arrival order, then publishes each stored one.
+
+    The agent is never made to wait for the database: a message is queued, and the writer
+    stores whatever has queued up since its last transaction in the next one (one
+    transaction per batch, not per message), then publishes the batch in seq order. Under a
+    burst of events that amortises the commit; when events trickle in, each is stored and
+    published on its own at once. Persist-then-publish holds: nothing is published before its
+    transaction committed.
+    """
+
+    MAX_BATCH = 500
+
+    def __init__(self, manager: RunManager, session_id: uuid.UUID) -> None:
+        self._manager = manager
+        self._session_id = session_id
+        self._queue: asyncio.Queue[NewMessage] = asyncio.Queue()
+        self._failure: BaseException | None = None
+        self._task = asyncio.create_task(self._drain(), name=f"writer-{session_id}")
+
+    def put(self, message: NewMessage) -> None:
+        if self._failure is not None:
+            raise RuntimeError("storing the run's messages failed") from self._failure
+        self._queue.put_nowait(message)
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                if self._failure is None:
+                    rows = await anyio.to_thread.run_sync(
+                        self._manager.messages.append_many, self._session_id, batch
+                    )
+                    for row in rows:
+                        await self._manager.bus.publish(message_event(row))
+            except Exception as exc:
+                log.exception("storing messages of session %s failed", self._session_id)
+                self._failure = exc
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def flush(self) -> None:
+        """Wait until everything queued is stored and published."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
 @dataclass
 class _ActiveRun:
     job_id: uuid.UUID
@@ -277,14 +332,17 @@ class RunManager:
         session_id = job.session_id
         outcome: RunOutcome | None = None
         heartbeat = asyncio.create_task(self._heartbeat(job.id))
+        writer = _MessageWriter(self, session_id)
         try:
             request = await anyio.to_thread.run_sync(self._prepare, job)
             await self._publish_state(session_id)
             await self._publish_queue(session_id)
             outcome = await self.runner.run(
                 request,
-                lambda event: self._on_event(job, request, event),
-                lambda name, tool_input, tool_use_id: self._ask(job, name, tool_input, tool_use_id),
+                lambda event: self._on_event(job, request, writer, event),
+                lambda name, tool_input, tool_use_id: self._ask(
+                    job, writer, name, tool_input, tool_use_id
+                ),
             )
         except Exception as exc:
             log.exception("run %s of session %s failed", job.id, session_id)
@@ -296,6 +354,8 @@ class RunManager:
             )
         finally:
             heartbeat.cancel()
+            # Everything the run produced is stored before its end is recorded.
+            await writer.close()
         active = self._active.get(job.id)
         if (
             active is not None
@@ -349,7 +409,9 @@ class RunManager:
             env=self.agent_env(),
         )
 
-    async def _on_event(self, job: JobRow, request: RunRequest, event: AgentEvent) -> None:
+    async def _on_event(
+        self, job: JobRow, request: RunRequest, writer: _MessageWriter, event: AgentEvent
+    ) -> None:
         if event.kind is EventKind.MESSAGE and event.message is not None:
             message = event.message
             message.job_id = job.id
@@ -357,8 +419,7 @@ class RunManager:
                 message.provider_session_id = (
                     request.resume_provider_session_id or request.new_provider_session_id
                 )
-            row = await anyio.to_thread.run_sync(self.messages.append, job.session_id, message)
-            await self.bus.publish(message_event(row))
+            writer.put(message)
         elif event.kind is EventKind.DELTA and event.delta is not None:
             await self.bus.publish(Event(job.session_id, "delta", None, dict(event.delta)))
         elif event.kind is EventKind.PROCESS:
@@ -388,15 +449,22 @@ class RunManager:
                 )
 
     async def _ask(
-        self, job: JobRow, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None
+        self,
+        job: JobRow,
+        writer: _MessageWriter,
+        tool_name: str,
+        tool_input: dict[str, Any],
+        tool_use_id: str | None,
     ) -> PermissionDecision:
+        # The tool call the user is asked about is stored and shown before the question.
+        await writer.flush()
+
         async def publish(event: PermissionEvent) -> None:
             await self.bus.publish(Event(event.session_id, "permission", None, event.data))
             await self._publish_state(event.session_id)
 
         async def expired(row: PermissionRequestRow) -> None:
-            await self._store(
-                job.session_id,
+            writer.put(
                 NewMessage(
                     MessageType.SYSTEM,
                     f"The request to use {row.tool_name} got no answer in time and was denied.",
