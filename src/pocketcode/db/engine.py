@@ -8,6 +8,7 @@ pool whose connections are dropped after an idle timeout (the seed's pool settin
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +26,7 @@ from pocketcode.config import Settings
 from pocketcode.domain.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_INTERVAL = 1.0  # seconds between background WAL checkpoints after writes
 _IMMEDIATE = "pocketcode_immediate"
 
 
@@ -51,8 +53,53 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints run on the Database's own thread (see _Checkpointer), not inside the
+        # commit of whichever write crossed the threshold: that commit took 5+ ms, the p99
+        # of storing an agent event.
+        cursor.execute("PRAGMA wal_autocheckpoint = 0")
     finally:
         cursor.close()
+
+
+class _Checkpointer:
+    """Copies the SQLite write-ahead log back into the database file in the background,
+    shortly after writes, so the log stays small without slowing any commit. SQLite also
+    checkpoints when the last connection closes."""
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def wrote(self) -> None:
+        self._dirty.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stop.is_set():
+                    self._thread = threading.Thread(
+                        target=self._run, name="sqlite-checkpoint", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            if not self._dirty.is_set():
+                continue
+            self._dirty.clear()
+            try:
+                with self._engine.connect() as connection:
+                    connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # the next round retries; a failed checkpoint loses nothing
+                logging.getLogger(__name__).debug("WAL checkpoint failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
 
 
 def _on_sqlite_begin(conn: sa.Connection) -> None:
@@ -129,6 +176,9 @@ class Database:
         self._sqlite_write_lock: threading.RLock | None = (
             threading.RLock() if engine.dialect.name == "sqlite" else None
         )
+        self._checkpointer: _Checkpointer | None = (
+            _Checkpointer(engine, CHECKPOINT_INTERVAL) if engine.dialect.name == "sqlite" else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -170,6 +220,8 @@ class Database:
             return
         with self._sqlite_write_lock:
             yield
+        assert self._checkpointer is not None
+        self._checkpointer.wrote()
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
@@ -182,4 +234,6 @@ class Database:
             yield connection
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
