@@ -377,3 +377,26 @@ def test_files_are_tracked_per_session_and_path(
         files.delete(row.id, "README.md")
     with pytest.raises(IntegrityError), db.write() as session:
         session.add(FileRow(session_id=row.id, path="src/index.js"))
+
+
+@pytest.mark.parametrize("size", [3, 100])
+def test_batches_skip_stored_uuids_without_seq_gaps(
+    sessions: SessionService, messages: MessageService, project: Path, size: int
+) -> None:
+    row = sessions.create(str(project))
+    other = sessions.create(str(project))
+    messages.append_many(
+        row.id, [NewMessage(MessageType.ASSISTANT, "old", provider_message_uuid="u-1")]
+    )
+    batch = [
+        NewMessage(MessageType.ASSISTANT, f"m{i}", provider_message_uuid=f"u-{i}")
+        for i in range(size)
+    ]
+    stored = messages.append_grouped({row.id: batch, other.id: batch[:2]})
+    # u-1 was stored already in `row` only; each session numbers its rows without a gap.
+    assert [m.provider_message_uuid for m in stored[row.id]] == [
+        f"u-{i}" for i in range(size) if i != 1
+    ]
+    assert [m.seq for m in messages.page(row.id, limit=1000).messages] == list(range(1, size + 1))
+    assert [m.seq for m in messages.page(other.id).messages] == [1, 2]
+    assert sessions.get(row.id).message_count == size

@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
@@ -84,12 +86,14 @@ _MESSAGE_FIELDS = (
 
 # The statements of the hot path, built once: every agent event goes through them, and
 # building SQLAlchemy expressions per call cost more than the database work itself.
-_SESSION_FILTER = sa.and_(
-    SessionRow.id == sa.bindparam("session_id"), SessionRow.deleted_at.is_(None)
+_LOCK_SESSIONS = (
+    sa.select(SessionRow.id)
+    .where(SessionRow.id.in_(sa.bindparam("session_ids", expanding=True)))
+    .order_by(SessionRow.id)
+    .with_for_update()
 )
-_LOCK_SESSION = sa.select(SessionRow.id).where(_SESSION_FILTER).with_for_update()
-_STORED_UUIDS = sa.select(MessageRow.provider_message_uuid).where(
-    MessageRow.session_id == sa.bindparam("session_id"),
+_STORED_UUIDS = sa.select(MessageRow.session_id, MessageRow.provider_message_uuid).where(
+    MessageRow.session_id.in_(sa.bindparam("session_ids", expanding=True)),
     MessageRow.provider_message_uuid.in_(sa.bindparam("uuids", expanding=True)),
 )
 _COUNTERS: dict[str, Any] = {
@@ -98,6 +102,9 @@ _COUNTERS: dict[str, Any] = {
     "last_activity_at": sa.bindparam("now", type_=UTCDateTime()),
     "updated_at": sa.bindparam("now", type_=UTCDateTime()),
 }
+_SESSION_FILTER = sa.and_(
+    SessionRow.id == sa.bindparam("session_id"), SessionRow.deleted_at.is_(None)
+)
 _BUMP_SEQ = (
     sa.update(SessionRow)
     .where(_SESSION_FILTER)
@@ -111,6 +118,14 @@ _BUMP_SEQ_USER = (
     .returning(SessionRow.last_message_index)
 )
 _INSERT = sa.insert(MessageRow)
+# Up to this many rows, insert first and look duplicates up only if the insert met one.
+_OPTIMISTIC_UP_TO = 32
+_INSERT_SKIPPING_STORED = {
+    name: module.insert(MessageRow)
+    .on_conflict_do_nothing(index_elements=["session_id", "provider_message_uuid"])
+    .returning(MessageRow.id)
+    for name, module in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
+}
 
 Executor = Session | sa.Connection
 
@@ -120,54 +135,145 @@ def _dialect_name(executor: Executor) -> str:
     return bind.dialect.name
 
 
+def _without_stored(
+    executor: Executor, grouped: dict[uuid.UUID, list[NewMessage]]
+) -> dict[uuid.UUID, list[NewMessage]]:
+    """Drop messages whose provider uuid is stored already or repeats one earlier."""
+    uuids = [
+        m.provider_message_uuid
+        for messages in grouped.values()
+        for m in messages
+        if m.provider_message_uuid is not None
+    ]
+    if not uuids:
+        return grouped
+    session_ids = sorted(grouped, key=str)
+    # Lock the session rows (in one fixed order) before looking for duplicates, so two
+    # appenders of the same uuid cannot both miss it. SQLite's BEGIN IMMEDIATE already
+    # serialises writers.
+    if _dialect_name(executor) != "sqlite":
+        executor.execute(_LOCK_SESSIONS, {"session_ids": session_ids})
+    seen = {
+        (row[0], row[1])
+        for row in executor.execute(_STORED_UUIDS, {"session_ids": session_ids, "uuids": uuids})
+    }
+    fresh: dict[uuid.UUID, list[NewMessage]] = {}
+    for session_id, messages in grouped.items():
+        kept = fresh.setdefault(session_id, [])
+        for message in messages:
+            key = message.provider_message_uuid
+            if key is not None:
+                if (session_id, key) in seen:
+                    continue
+                seen.add((session_id, key))
+            kept.append(message)
+    return fresh
+
+
+def _dedupe_within(grouped: dict[uuid.UUID, list[NewMessage]]) -> dict[uuid.UUID, list[NewMessage]]:
+    """Keep the first of messages that share a provider uuid inside one session's batch."""
+    result: dict[uuid.UUID, list[NewMessage]] = {}
+    for session_id, messages in grouped.items():
+        seen: set[str] = set()
+        kept = result.setdefault(session_id, [])
+        for message in messages:
+            key = message.provider_message_uuid
+            if key is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            kept.append(message)
+    return result
+
+
+def _insert(
+    executor: Executor, grouped: dict[uuid.UUID, list[NewMessage]], *, skip_conflicts: bool
+) -> tuple[dict[uuid.UUID, list[MessageRow]], bool]:
+    """Number and insert the messages; returns the rows and whether any was skipped because
+    its provider uuid was stored already (only with `skip_conflicts`)."""
+    now = utcnow()
+    stored: dict[uuid.UUID, list[MessageRow]] = {}
+    values: list[dict[str, Any]] = []
+    for session_id in sorted(grouped, key=str):
+        messages = grouped[session_id]
+        if not messages:
+            stored[session_id] = []
+            continue
+        count = len(messages)
+        bump = _BUMP_SEQ_USER if any(m.type is MessageType.USER for m in messages) else _BUMP_SEQ
+        last = executor.scalar(bump, {"session_id": session_id, "count": count, "now": now})
+        if last is None:
+            raise NotFound(f"session {session_id} not found")
+        first = int(last) - count + 1
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "session_id": session_id,
+                "seq": first + index,
+                "created_at": now,
+                **{name: getattr(message, name) for name in _MESSAGE_FIELDS},
+            }
+            for index, message in enumerate(messages)
+        ]
+        values.extend(rows)
+        stored[session_id] = [MessageRow(**row) for row in rows]
+    if not values:
+        return stored, False
+    if not skip_conflicts:
+        executor.execute(_INSERT, values)
+        return stored, False
+    inserted = set(executor.scalars(_INSERT_SKIPPING_STORED[_dialect_name(executor)], values))
+    return stored, len(inserted) != len(values)
+
+
+def _undo(executor: Executor, stored: dict[uuid.UUID, list[MessageRow]]) -> None:
+    """Take back an insert that met duplicates, inside the same transaction."""
+    ids = [row.id for rows in stored.values() for row in rows]
+    executor.execute(sa.delete(MessageRow).where(MessageRow.id.in_(ids)))
+    for session_id, rows in stored.items():
+        if rows:
+            executor.execute(
+                sa.update(SessionRow)
+                .where(SessionRow.id == session_id)
+                .values(
+                    last_message_index=SessionRow.last_message_index - len(rows),
+                    message_count=SessionRow.message_count - len(rows),
+                )
+            )
+
+
+def append_grouped_in(
+    executor: Executor, grouped: dict[uuid.UUID, list[NewMessage]]
+) -> dict[uuid.UUID, list[MessageRow]]:
+    """Append messages of one or more sessions inside the caller's write transaction (an ORM
+    session or a Core connection); returns the rows stored per session, in order. A message
+    whose provider uuid is already stored in its session (or repeats one earlier) is skipped.
+
+    The common case — a few live events — costs one counter update per session and one
+    insert: the insert skips rows whose uuid is stored already (a unique constraint), and only
+    when it did skip some (a transcript recovered over live messages) is the batch taken back
+    and redone after looking the duplicates up, so seq numbers never have gaps. A big batch
+    looks its duplicates up first."""
+    grouped = _dedupe_within({k: v for k, v in grouped.items() if v})
+    with_uuids = sum(m.provider_message_uuid is not None for ms in grouped.values() for m in ms)
+    if with_uuids > _OPTIMISTIC_UP_TO:
+        # A big batch: two statements up front cost less than the per-row conflict checks.
+        grouped = _without_stored(executor, grouped)
+    stored, skipped = _insert(executor, grouped, skip_conflicts=0 < with_uuids <= _OPTIMISTIC_UP_TO)
+    if not skipped:
+        return stored
+    _undo(executor, stored)
+    stored, _ = _insert(executor, _without_stored(executor, grouped), skip_conflicts=False)
+    return stored
+
+
 def append_batch_in(
     executor: Executor, session_id: uuid.UUID, messages: list[NewMessage]
 ) -> list[MessageRow]:
-    """Append messages, in order, inside the caller's write transaction (an ORM session or a
-    Core connection); returns the rows stored. A message whose provider uuid is already
-    stored (or repeats one earlier in the batch) is skipped. Three or four statements per
-    batch whatever its size."""
+    """`append_grouped_in` for one session."""
     if not messages:
         return []
-    uuids = [m.provider_message_uuid for m in messages if m.provider_message_uuid is not None]
-    if uuids:
-        # Lock the session row before looking for duplicates, so two appenders of the same
-        # uuid cannot both miss it (SQLite's BEGIN IMMEDIATE already serialises writers).
-        if (
-            _dialect_name(executor) != "sqlite"
-            and executor.scalar(_LOCK_SESSION, {"session_id": session_id}) is None
-        ):
-            raise NotFound(f"session {session_id} not found")
-        seen = set(executor.scalars(_STORED_UUIDS, {"session_id": session_id, "uuids": uuids}))
-        fresh: list[NewMessage] = []
-        for message in messages:
-            if message.provider_message_uuid is not None:
-                if message.provider_message_uuid in seen:
-                    continue
-                seen.add(message.provider_message_uuid)
-            fresh.append(message)
-        messages = fresh
-        if not messages:
-            return []
-    now = utcnow()
-    count = len(messages)
-    bump = _BUMP_SEQ_USER if any(m.type is MessageType.USER for m in messages) else _BUMP_SEQ
-    last = executor.scalar(bump, {"session_id": session_id, "count": count, "now": now})
-    if last is None:
-        raise NotFound(f"session {session_id} not found")
-    first = int(last) - count + 1
-    values = [
-        {
-            "id": uuid.uuid4(),
-            "session_id": session_id,
-            "seq": first + index,
-            "created_at": now,
-            **{name: getattr(message, name) for name in _MESSAGE_FIELDS},
-        }
-        for index, message in enumerate(messages)
-    ]
-    executor.execute(_INSERT, values)
-    return [MessageRow(**row) for row in values]
+    return append_grouped_in(executor, {session_id: messages}).get(session_id, [])
 
 
 def append_in(
@@ -198,6 +304,15 @@ class MessageService:
         """Append several messages in one transaction; duplicates (by uuid) are skipped."""
         with self.db.write_connection() as connection:
             return append_batch_in(connection, session_id, messages)
+
+    def append_grouped(
+        self, grouped: dict[uuid.UUID, list[NewMessage]]
+    ) -> dict[uuid.UUID, list[MessageRow]]:
+        """Append the messages of several sessions in one transaction (one commit for all).
+        Sessions are handled in a fixed order, so concurrent writers lock their rows in the
+        same order and cannot deadlock."""
+        with self.db.write_connection() as connection:
+            return append_grouped_in(connection, grouped)
 
     def page(
         self,

@@ -45,7 +45,7 @@ from pocketcode.agents.processes import (
     reap_orphans,
 )
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import JobRow, PermissionRequestRow, SessionRow
+from pocketcode.db.tables import JobRow, MessageRow, PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import Conflict, InvalidInput
 from pocketcode.domain.states import (
@@ -126,58 +126,109 @@ def validate_run_options(options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class _MessageWriter:
-    """Stores one run's messages in arrival order, then publishes each stored one.
+    """Stores the messages of every run of this process, then publishes each stored one.
 
-    The agent is never made to wait for the database: a message is queued, and the writer
-    stores whatever has queued up since its last transaction in the next one (one
-    transaction per batch, not per message), then publishes the batch in seq order. Under a
-    burst of events that amortises the commit; when events trickle in, each is stored and
-    published on its own at once. Persist-then-publish holds: nothing is published before its
-    transaction committed.
+    An agent is never made to wait for the database: a message is queued, and the writer
+    stores whatever has queued up, from all sessions, in one write transaction (rows of one
+    session in arrival order), then publishes them in seq order. Under a burst, or with many
+    sessions streaming at once, that amortises the commit; when events trickle in, each is
+    stored and published on its own at once. Persist-then-publish holds: nothing is published
+    before its transaction committed.
     """
 
     MAX_BATCH = 500
 
-    def __init__(self, manager: RunManager, session_id: uuid.UUID) -> None:
+    def __init__(self, manager: RunManager) -> None:
         self._manager = manager
-        self._session_id = session_id
-        self._queue: asyncio.Queue[NewMessage] = asyncio.Queue()
-        self._failure: BaseException | None = None
-        self._task = asyncio.create_task(self._drain(), name=f"writer-{session_id}")
+        self._queue: asyncio.Queue[tuple[uuid.UUID, NewMessage]] = asyncio.Queue()
+        self._pending: dict[uuid.UUID, int] = {}
+        self._drained: dict[uuid.UUID, asyncio.Event] = {}
+        self._failures: dict[uuid.UUID, BaseException] = {}
+        self._task: asyncio.Task[None] | None = None
 
-    def put(self, message: NewMessage) -> None:
-        if self._failure is not None:
-            raise RuntimeError("storing the run's messages failed") from self._failure
-        self._queue.put_nowait(message)
+    def put(self, session_id: uuid.UUID, message: NewMessage) -> None:
+        failure = self._failures.get(session_id)
+        if failure is not None:
+            raise RuntimeError("storing the run's messages failed") from failure
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="pocketcode-message-writer")
+        self._pending[session_id] = self._pending.get(session_id, 0) + 1
+        self._drained.setdefault(session_id, asyncio.Event()).clear()
+        self._queue.put_nowait((session_id, message))
+
+    async def flush(self, session_id: uuid.UUID) -> None:
+        """Wait until everything queued for the session is stored and published."""
+        drained = self._drained.get(session_id)
+        if drained is not None and self._pending.get(session_id):
+            await drained.wait()
+
+    def forget(self, session_id: uuid.UUID) -> None:
+        if not self._pending.get(session_id):
+            self._pending.pop(session_id, None)
+            self._drained.pop(session_id, None)
+            self._failures.pop(session_id, None)
 
     async def _drain(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            grouped: dict[uuid.UUID, list[NewMessage]] = {}
+            for session_id, message in batch:
+                grouped.setdefault(session_id, []).append(message)
             try:
-                if self._failure is None:
-                    rows = await anyio.to_thread.run_sync(
-                        self._manager.messages.append_many, self._session_id, batch
-                    )
-                    for row in rows:
-                        await self._manager.bus.publish(message_event(row))
+                stored = await anyio.to_thread.run_sync(
+                    self._manager.messages.append_grouped, grouped
+                )
+            except Exception:
+                # One session's failure (deleted under the run, say) must not lose the others'.
+                stored = await self._one_session_at_a_time(grouped)
+            for rows in stored.values():
+                for row in rows:
+                    await self._manager.bus.publish(message_event(row))
+            for session_id, messages in grouped.items():
+                left = self._pending[session_id] - len(messages)
+                self._pending[session_id] = left
+                if left == 0:
+                    self._drained[session_id].set()
+
+    async def _one_session_at_a_time(
+        self, grouped: dict[uuid.UUID, list[NewMessage]]
+    ) -> dict[uuid.UUID, list[MessageRow]]:
+        stored: dict[uuid.UUID, list[MessageRow]] = {}
+        for session_id, messages in grouped.items():
+            try:
+                stored[session_id] = await anyio.to_thread.run_sync(
+                    self._manager.messages.append_many, session_id, messages
+                )
             except Exception as exc:
-                log.exception("storing messages of session %s failed", self._session_id)
-                self._failure = exc
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                log.exception("storing messages of session %s failed", session_id)
+                self._failures[session_id] = exc
+        return stored
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@dataclass
+class _RunWriter:
+    """The writer as one run sees it."""
+
+    writer: _MessageWriter
+    session_id: uuid.UUID
+
+    def put(self, message: NewMessage) -> None:
+        self.writer.put(self.session_id, message)
 
     async def flush(self) -> None:
-        """Wait until everything queued is stored and published."""
-        await self._queue.join()
+        await self.writer.flush(self.session_id)
 
     async def close(self) -> None:
         await self.flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self.writer.forget(self.session_id)
 
 
 @dataclass
@@ -219,6 +270,7 @@ class RunManager:
         self.agent_env = agent_env or dict
         self.worker_id = worker_id or make_worker_id()
         self._active: dict[uuid.UUID, _ActiveRun] = {}
+        self._writer = _MessageWriter(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -248,6 +300,7 @@ class RunManager:
                 await self.runner.cancel(active.session_id)
         if self._active:
             await asyncio.wait([a.task for a in self._active.values()], timeout=10)
+        await self._writer.aclose()
         await self.runner.aclose()
 
     # -- what clients call --------------------------------------------------------------------
@@ -332,7 +385,7 @@ class RunManager:
         session_id = job.session_id
         outcome: RunOutcome | None = None
         heartbeat = asyncio.create_task(self._heartbeat(job.id))
-        writer = _MessageWriter(self, session_id)
+        writer = _RunWriter(self._writer, session_id)
         try:
             request = await anyio.to_thread.run_sync(self._prepare, job)
             await self._publish_state(session_id)
@@ -410,7 +463,7 @@ class RunManager:
         )
 
     async def _on_event(
-        self, job: JobRow, request: RunRequest, writer: _MessageWriter, event: AgentEvent
+        self, job: JobRow, request: RunRequest, writer: _RunWriter, event: AgentEvent
     ) -> None:
         if event.kind is EventKind.MESSAGE and event.message is not None:
             message = event.message
@@ -451,7 +504,7 @@ class RunManager:
     async def _ask(
         self,
         job: JobRow,
-        writer: _MessageWriter,
+        writer: _RunWriter,
         tool_name: str,
         tool_input: dict[str, Any],
         tool_use_id: str | None,
