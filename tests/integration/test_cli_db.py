@@ -11,26 +11,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pocketcode.cli import main
 from pocketcode.db import migrate
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import SessionRow
+from tests.helpers import run_cli
 from tests.operations_rows import NOW, add_session_tree, snapshot
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 1), out, err
-
-
 def fails_with(capsys: pytest.CaptureFixture[str], message: str, *args: str) -> None:
     """The command exits 1 with one `error:` message and no traceback."""
-    code, out, err = run(capsys, *args)
+    code, out, err = run_cli(capsys, *args)
     assert code == 1, (out, err)
     assert "Traceback" not in out + err
     text = " ".join(err.split())
@@ -58,7 +50,7 @@ def _suffix(db: Database) -> str:
 
 @pytest.mark.usefixtures("use_db")
 def test_current_says_the_revision_is_head(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "db", "current")
+    code, out, _ = run_cli(capsys, "db", "current")
     assert code == 0
     assert out.strip() == f"revision {migrate.head_revision()} (head)"
 
@@ -71,13 +63,13 @@ def test_backup_and_restore_from_the_command_line(
     before = snapshot(db)
     target = tmp_path / f"backup{_suffix(db)}"
 
-    code, out, _ = run(capsys, "db", "backup", str(target))
+    code, out, _ = run_cli(capsys, "db", "backup", str(target))
     assert code == 0
     assert f"backed up to {target}" in out
     assert out.rstrip().endswith(" s")
 
     add_session_tree(db, last_accessed_at=NOW, title="made after the backup")
-    code, out, _ = run(capsys, "db", "restore", str(target), "--yes")
+    code, out, _ = run_cli(capsys, "db", "restore", str(target), "--yes")
     assert code == 0, out
     assert f"restored {target}" in out
     assert f"revision {migrate.head_revision()}" in out
@@ -93,11 +85,11 @@ def test_restore_asks_first_and_a_no_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     target = tmp_path / f"backup{_suffix(db)}"
-    assert run(capsys, "db", "backup", str(target))[0] == 0
+    assert run_cli(capsys, "db", "backup", str(target))[0] == 0
     session_id = add_session_tree(db, last_accessed_at=NOW)
 
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
-    code, out, err = run(capsys, "db", "restore", str(target))
+    code, out, err = run_cli(capsys, "db", "restore", str(target))
 
     assert code == 1
     assert "Current data is lost" in out
@@ -110,19 +102,19 @@ def test_downgrade_asks_first_then_removes_the_schema(
     db: Database, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
-    code, _, err = run(capsys, "db", "downgrade", "base")
+    code, _, err = run_cli(capsys, "db", "downgrade", "base")
     assert code == 1
     assert "Aborted" in err
     assert migrate.current_revision(db) == migrate.head_revision()
 
     try:
-        code, out, _ = run(capsys, "db", "downgrade", "base", "--yes")
+        code, out, _ = run_cli(capsys, "db", "downgrade", "base", "--yes")
         assert code == 0
         assert "base (no schema)" in out
-        code, out, _ = run(capsys, "db", "current")
+        code, out, _ = run_cli(capsys, "db", "current")
         assert "no schema yet" in out
     finally:
-        code, out, _ = run(capsys, "db", "upgrade")
+        code, out, _ = run_cli(capsys, "db", "upgrade")
     assert code == 0
     assert out.strip() == f"database at revision {migrate.head_revision()}"
 
@@ -135,18 +127,18 @@ def test_archive_dry_run_then_archive_then_unarchive(
     recent = add_session_tree(db, last_accessed_at=NOW + timedelta(days=3650))
     before = snapshot(db)
 
-    code, out, _ = run(capsys, "db", "archive", "--older-than", "90d", "--dry-run")
+    code, out, _ = run_cli(capsys, "db", "archive", "--older-than", "90d", "--dry-run")
     assert code == 0
     assert out.startswith("would archive 1 session(s) last used before ")
     assert "1 jobs, 2 session_messages, 1 files, 1 permission_requests" in out
     assert snapshot(db) == before
 
-    code, out, _ = run(capsys, "db", "archive", "--older-than", "12w")
+    code, out, _ = run_cli(capsys, "db", "archive", "--older-than", "12w")
     assert code == 0
     assert out.startswith("archived 1 session(s)")
     assert _session_ids(db) == [recent]
 
-    code, out, _ = run(capsys, "db", "unarchive", str(old))
+    code, out, _ = run_cli(capsys, "db", "unarchive", str(old))
     assert code == 0
     assert out.startswith("unarchived 1 session(s)")
     assert snapshot(db) == before
@@ -157,7 +149,7 @@ def test_maintenance_reports_each_step_and_the_size(
     db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add_session_tree(db, last_accessed_at=NOW)
-    code, out, _ = run(capsys, "db", "maintenance")
+    code, out, _ = run_cli(capsys, "db", "maintenance")
     assert code == 0
     if db.is_sqlite:
         assert "done: VACUUM" in out
@@ -172,7 +164,7 @@ def test_maintenance_reports_each_step_and_the_size(
 def test_stats_as_tables_and_as_json(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
     add_session_tree(db, last_accessed_at=NOW)
 
-    code, out, _ = run(capsys, "db", "stats")
+    code, out, _ = run_cli(capsys, "db", "stats")
     assert code == 0
     assert "session_messages" in out
     assert "slow queries:" in out
@@ -182,7 +174,7 @@ def test_stats_as_tables_and_as_json(db: Database, capsys: pytest.CaptureFixture
         assert "connections" in out
         assert "pg_stat_statements is not installed" in out
 
-    code, out, _ = run(capsys, "db", "stats", "--json")
+    code, out, _ = run_cli(capsys, "db", "stats", "--json")
     assert code == 0
     data = json.loads(out)
     rows = {table["name"]: table["rows"] for table in data["tables"]}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +22,7 @@ from pocketcode.domain.states import JobStatus, LifecycleStatus, MessageType
 from pocketcode.services.jobs import MAX_PROMPT_CHARS, JobService
 from pocketcode.services.messages import MessageService
 from pocketcode.services.sessions import SessionService
+from tests.helpers import run_in_threads
 
 
 @pytest.fixture
@@ -50,25 +50,6 @@ def session_id(sessions: SessionService, project: Path) -> uuid.UUID:
 def _count(db: Database, model: type[JobRow] | type[MessageRow]) -> int:
     with db.read() as session:
         return int(session.scalar(sa.select(sa.func.count()).select_from(model)) or 0)
-
-
-def _run_in_threads(count: int, work: Callable[[int], None]) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def runner(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            work(index)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
 
 
 def test_enqueue_stores_the_prompt_message_and_a_pending_job(
@@ -246,7 +227,7 @@ def test_concurrent_claimers_never_run_two_jobs_of_one_session(
                 running.discard(job.session_id)
             jobs.finish(job.id, JobStatus.COMPLETED)
 
-    _run_in_threads(8, work)
+    run_in_threads(8, work)
 
     assert not overlaps
     assert Counter(job_id for _, job_id in claims) == Counter(

@@ -16,7 +16,6 @@ from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from pocketcode.cli import main
 from pocketcode.config import Settings
 from pocketcode.db import migrate
 from pocketcode.db.engine import Database
@@ -30,18 +29,11 @@ from pocketcode.services.secrets import (
     verify_keyring,
 )
 from pocketcode.web.app import create_app
+from tests.helpers import run_cli
 
 MISMATCH = "is not the key this database's secrets were encrypted with"
 PLAINTEXTS = {"github_token": "ghp-plaintext-1", "anthropic_api_key": "sk-plaintext-2"}
 TOTP_PLAINTEXT = "JBSWY3DPEHPK3PXP"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), out, err
 
 
 def error_text(code: int, out: str, err: str) -> str:
@@ -246,7 +238,7 @@ def test_serve_does_not_start_with_another_key(
     verify_keyring(db, load_keyring(settings))
     monkeypatch.setenv("POCKETCODE_SECRET_KEY", generate_key())
 
-    text = error_text(*run(capsys, "serve"))
+    text = error_text(*run_cli(capsys, "serve"))
 
     assert MISMATCH in text
     assert no_server == []
@@ -258,7 +250,7 @@ def test_serve_reports_a_malformed_key(
 ) -> None:
     monkeypatch.setenv("POCKETCODE_SECRET_KEY", "definitely-not-a-key")
 
-    text = error_text(*run(capsys, "serve"))
+    text = error_text(*run_cli(capsys, "serve"))
 
     assert "POCKETCODE_SECRET_KEY holds a malformed key" in text
     assert "definitely-not-a-key" not in text
@@ -318,7 +310,7 @@ def test_rotate_with_a_key_file_reencrypts_every_secret(
     verify_keyring(db, old)
     before = store_secrets(db, old)
 
-    code, out, err = run(capsys, "secrets", "rotate")
+    code, out, err = run_cli(capsys, "secrets", "rotate")
 
     assert code == 0, err
     assert "re-encrypted 3 stored secret(s)" in out
@@ -346,16 +338,16 @@ def test_rotate_with_the_environment_key_needs_new_key(
     verify_keyring(db, old)
     before = store_secrets(db, old)
 
-    text = error_text(*run(capsys, "secrets", "rotate"))
+    text = error_text(*run_cli(capsys, "secrets", "rotate"))
     assert "the key comes from POCKETCODE_SECRET_KEY: pass --new-key" in text
     assert raw_secrets(db) == before
 
-    text = error_text(*run(capsys, "secrets", "rotate", "--new-key", "not-a-key"))
+    text = error_text(*run_cli(capsys, "secrets", "rotate", "--new-key", "not-a-key"))
     assert "--new-key holds a malformed key" in text
     assert raw_secrets(db) == before
 
     new_key = generate_key()
-    code, out, err = run(capsys, "secrets", "rotate", "--new-key", new_key)
+    code, out, err = run_cli(capsys, "secrets", "rotate", "--new-key", new_key)
 
     assert code == 0, err
     assert "re-encrypted 3 stored secret(s)" in out
@@ -378,7 +370,7 @@ def test_rotate_changes_nothing_when_a_secret_cannot_be_read(
         session.add(AppSettingRow(key="foreign", value=stranger.encrypt("x")))
     before = raw_secrets(db)
 
-    text = error_text(*run(capsys, "secrets", "rotate"))
+    text = error_text(*run_cli(capsys, "secrets", "rotate"))
 
     assert "cannot be decrypted" in text
     assert raw_secrets(db) == before
@@ -390,14 +382,14 @@ def test_rotate_changes_nothing_when_a_secret_cannot_be_read(
 def test_rotate_without_a_key_says_so(
     capsys: pytest.CaptureFixture[str], settings: Settings
 ) -> None:
-    text = error_text(*run(capsys, "secrets", "rotate"))
+    text = error_text(*run_cli(capsys, "secrets", "rotate"))
     assert f"no secret key: {settings.effective_secret_key_file} does not exist" in text
 
 
 def test_generate_key_prints_a_new_fernet_key(capsys: pytest.CaptureFixture[str]) -> None:
     keys = []
     for _ in range(2):
-        code, out, _ = run(capsys, "secrets", "generate-key")
+        code, out, _ = run_cli(capsys, "secrets", "generate-key")
         assert code == 0
         keys.append(out.strip())
     for key in keys:

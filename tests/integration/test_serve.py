@@ -18,22 +18,14 @@ import httpx
 import pytest
 import uvicorn
 
-from pocketcode.cli import main
 from pocketcode.config import load_settings
 from pocketcode.db import migrate
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import UserRow
+from tests.helpers import run_cli
 
 READY_WITHIN_S = 20.0
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what a user passes to serve on the LAN
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), out, err
 
 
 def free_port() -> int:
@@ -79,7 +71,7 @@ def add_owner() -> None:
 def test_a_public_address_is_refused_while_no_user_exists(
     host: str, uvicorn_runs: list[tuple[str, int]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capsys, "serve", "--host", host)
+    code, out, err = run_cli(capsys, "serve", "--host", host)
 
     assert code == 1
     assert "Traceback" not in out + err
@@ -95,7 +87,7 @@ def test_a_public_address_is_allowed_once_an_owner_exists(
 ) -> None:
     add_owner()
 
-    code, _, err = run(capsys, "serve", "--host", ALL_INTERFACES, "--port", "3999")
+    code, _, err = run_cli(capsys, "serve", "--host", ALL_INTERFACES, "--port", "3999")
 
     assert code == 0, err
     assert uvicorn_runs == [(ALL_INTERFACES, 3999)]
@@ -121,7 +113,7 @@ def test_loopback_serves_and_prints_the_url_once_listening(
 
     monkeypatch.setattr(uvicorn.Server, "main_loop", one_request_then_stop)
 
-    code, out, err = run(capsys, "serve", "--host", "127.0.0.1", "--port", str(port))
+    code, out, err = run_cli(capsys, "serve", "--host", "127.0.0.1", "--port", str(port))
 
     assert code == 0, err
     assert (seen["host"], seen["port"]) == ("127.0.0.1", port)
@@ -138,7 +130,7 @@ def test_a_busy_port_is_one_clear_error_and_no_url(
         busy.listen()
         port = busy.getsockname()[1]
 
-        code, out, err = run(capsys, "serve", "--port", str(port))
+        code, out, err = run_cli(capsys, "serve", "--port", str(port))
 
     assert code == 1
     assert "running at" not in out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -34,6 +33,7 @@ from pocketcode.domain.states import (
 from pocketcode.services.files import FileService
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.sessions import SessionService, Usage
+from tests.helpers import run_in_threads
 
 
 @pytest.fixture
@@ -302,25 +302,6 @@ def test_messages_are_deduplicated_by_provider_uuid(
     assert messages.page(row.id).messages[0].raw == {"a": 1}
 
 
-def _run_in_threads(count: int, work: Callable[[int], None]) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def runner(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            work(index)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-
-
 def test_concurrent_appends_get_unique_contiguous_seq(
     sessions: SessionService, messages: MessageService, project: Path
 ) -> None:
@@ -332,7 +313,7 @@ def test_concurrent_appends_get_unique_contiguous_seq(
             target = row.id if n % 5 else other.id
             messages.append(target, NewMessage(MessageType.ASSISTANT, f"{index}-{n}"))
 
-    _run_in_threads(8, work)
+    run_in_threads(8, work)
     for session_id, expected in ((row.id, 160), (other.id, 40)):
         seqs = [message.seq for message in messages.page(session_id, limit=1000).messages]
         assert seqs == list(range(1, expected + 1))
@@ -343,7 +324,7 @@ def test_concurrent_duplicates_store_one_message(
     sessions: SessionService, messages: MessageService, project: Path
 ) -> None:
     row = sessions.create(str(project))
-    _run_in_threads(
+    run_in_threads(
         6,
         lambda index: messages.append(
             row.id, NewMessage(MessageType.USER, "same", provider_message_uuid="dup")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pocketcode.cli import main
 from pocketcode.config import DEFAULT_PORT, Settings, load_settings
 from pocketcode.domain.errors import ConfigurationError
+from tests.helpers import run_cli
 
 PASSWORD_CANARY = "pw-canary-7c1e"
 QUERY_PASSWORD_CANARY = "qpw-canary-42ab"
@@ -33,14 +33,6 @@ def _only_our_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), out, err
 
 
 def shown_values(out: str) -> dict[str, str]:
@@ -183,7 +175,7 @@ BAD_ENVIRONMENT = [
 
 
 def fails_with(capsys: pytest.CaptureFixture[str], message: str) -> str:
-    code, out, err = run(capsys, "config", "show")
+    code, out, err = run_cli(capsys, "config", "show")
     assert code == 1, (out, err)
     assert "Traceback" not in out + err
     assert out == ""
@@ -240,7 +232,7 @@ def test_config_show_prints_every_setting(
     (data_dir / "config.toml").write_text("port = 4000\n")
     monkeypatch.setenv("POCKETCODE_LOG_LEVEL", "debug")
 
-    code, out, err = run(capsys, "config", "show")
+    code, out, err = run_cli(capsys, "config", "show")
 
     assert (code, err) == (0, "")
     values = shown_values(out)
@@ -265,7 +257,7 @@ def test_config_show_masks_passwords_and_the_secret_key(
     )
     monkeypatch.setenv("POCKETCODE_SECRET_KEY", KEY_CANARY)
 
-    code, out, err = run(capsys, "config", "show")
+    code, out, err = run_cli(capsys, "config", "show")
 
     assert code == 0, err
     for canary in (PASSWORD_CANARY, QUERY_PASSWORD_CANARY, KEY_CANARY):
@@ -285,7 +277,7 @@ def test_config_show_masks_a_password_from_the_config_file(
         f'secret_key = "{KEY_CANARY}"\n'
     )
 
-    code, out, err = run(capsys, "config", "show")
+    code, out, err = run_cli(capsys, "config", "show")
 
     assert code == 0, err
     assert PASSWORD_CANARY not in out + err

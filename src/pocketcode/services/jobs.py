@@ -33,6 +33,7 @@ from pocketcode.db.engine import Database
 from pocketcode.db.tables import JobRow, MessageRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from pocketcode.domain.ids import parse_id
 from pocketcode.domain.states import (
     FINISHED_JOB_STATUSES,
     JobStatus,
@@ -57,12 +58,7 @@ _TICK = timedelta(microseconds=1)
 
 
 def _parse_job_id(job_id: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(job_id, uuid.UUID):
-        return job_id
-    try:
-        return uuid.UUID(job_id)
-    except ValueError:
-        raise NotFound(f"job {job_id!r} not found") from None
+    return parse_id(job_id, "job")
 
 
 def _check_prompt(prompt: str) -> None:

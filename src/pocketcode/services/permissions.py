@@ -24,6 +24,7 @@ from pocketcode.db.engine import Database
 from pocketcode.db.tables import PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
+from pocketcode.domain.ids import parse_id
 from pocketcode.domain.states import PermissionStatus
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.sessions import load_session
@@ -175,10 +176,7 @@ class PermissionService:
     # -- the user side ------------------------------------------------------------------------
 
     def get(self, request_id: uuid.UUID | str) -> PermissionRequestRow:
-        try:
-            parsed = request_id if isinstance(request_id, uuid.UUID) else uuid.UUID(request_id)
-        except ValueError:
-            raise NotFound(f"permission request {request_id!r} not found") from None
+        parsed = parse_id(request_id, "permission request")
         with self.db.read() as session:
             row = session.get(PermissionRequestRow, parsed)
         if row is None:

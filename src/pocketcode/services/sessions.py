@@ -20,6 +20,7 @@ from pocketcode.db.tables import CONTEXT_MAX_CHARS, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.claude_paths import encode_project_dir_name
 from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from pocketcode.domain.ids import parse_id
 from pocketcode.domain.states import (
     ACTIVE_PROCESS_STATUSES,
     JobStatus,
@@ -83,12 +84,7 @@ def _check_page(limit: int, offset: int) -> None:
 
 
 def _parse_id(session_id: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(session_id, uuid.UUID):
-        return session_id
-    try:
-        return uuid.UUID(session_id)
-    except ValueError:
-        raise NotFound(f"session {session_id!r} not found") from None
+    return parse_id(session_id, "session")
 
 
 def load_session(
