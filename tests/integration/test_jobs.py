@@ -261,7 +261,7 @@ def test_a_claim_that_loses_to_the_index_returns_none(
     second, _ = jobs.enqueue(session_id, "second")
     assert jobs.claim_next("w1") is not None
 
-    def careless() -> sa.Select[uuid.UUID]:
+    def careless(session_ids: object = None) -> sa.Select[uuid.UUID]:
         # A claim query that forgets the running job, as a racing claimer would see it.
         return (
             sa.select(JobRow.id)
@@ -427,3 +427,19 @@ def test_jobs_of_a_deleted_session_are_not_claimed(
     jobs.enqueue(session_id, "orphan")
     sessions.delete(session_id)
     assert jobs.claim_next("w") is None
+
+
+def test_a_claim_can_be_limited_to_some_sessions(
+    jobs: JobService, sessions: SessionService, project: Path
+) -> None:
+    # What `pocketcode run` does beside a server: it runs its own prompt, never the server's.
+    mine = sessions.create(str(project)).id
+    theirs = sessions.create(str(project)).id
+    their_job, _ = jobs.enqueue(theirs, "queued through the web app", {})
+    my_job, _ = jobs.enqueue(mine, "queued from the terminal", {})
+    claimed = jobs.claim_next("terminal", {mine})
+    assert claimed is not None and claimed.id == my_job.id
+    assert jobs.claim_next("terminal", {mine}) is None
+    assert jobs.get(their_job.id).status is JobStatus.PENDING
+    other = jobs.claim_next("server")
+    assert other is not None and other.id == their_job.id

@@ -167,7 +167,7 @@ async def _run_one(
 
     from pocketcode.services.runtime import Runtime
 
-    runtime = await Runtime.start(settings, db, keyring)
+    runtime = await Runtime.start(settings, db, keyring, only_sessions={session_id})
     printer = EventPrinter()
     try:
         with runtime.bus.subscribe(session_id) as events:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -100,9 +101,9 @@ def _writable_session(session: Session, session_id: uuid.UUID | str) -> SessionR
     return row
 
 
-def _claimable() -> sa.Select[uuid.UUID]:
+def _claimable(session_ids: Collection[uuid.UUID] | None = None) -> sa.Select[uuid.UUID]:
     """The oldest job that may start now: pending and due, first in its session's queue, in
-    a live session that runs nothing."""
+    a live session that runs nothing (and, when given, one of `session_ids`)."""
     job = aliased(JobRow, name="candidate")
     older = aliased(JobRow, name="older")
     running = aliased(JobRow, name="running")
@@ -126,6 +127,7 @@ def _claimable() -> sa.Select[uuid.UUID]:
                 ),
             ),
             sa.exists().where(SessionRow.id == job.session_id, SessionRow.deleted_at.is_(None)),
+            job.session_id.in_(session_ids) if session_ids is not None else sa.true(),
         )
         .order_by(job.created_at, job.id)
         .limit(1)
@@ -225,20 +227,25 @@ class JobService:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def claim_next(self, worker_id: str) -> JobRow | None:
-        """Claim the next job that may start, or None. Never raises on a lost race."""
+    def claim_next(
+        self, worker_id: str, session_ids: Collection[uuid.UUID] | None = None
+    ) -> JobRow | None:
+        """Claim the next job that may start (of `session_ids` only, when given), or None.
+        Never raises on a lost race."""
         if not worker_id:
             raise InvalidInput("worker_id is empty")
         for _ in range(_CLAIM_ATTEMPTS):
             try:
                 with self.db.write() as session:
-                    return self._claim_in(session, worker_id)
+                    return self._claim_in(session, worker_id, session_ids)
             except IntegrityError:
                 # Another claimer started a job of the same session first.
                 log.debug("worker %s lost a claim race; trying again", worker_id)
         return None
 
-    def _claim_in(self, session: Session, worker_id: str) -> JobRow | None:
+    def _claim_in(
+        self, session: Session, worker_id: str, session_ids: Collection[uuid.UUID] | None
+    ) -> JobRow | None:
         now = utcnow()
         update = sa.update(JobRow).values(
             status=JobStatus.PROCESSING,
@@ -250,12 +257,12 @@ class JobService:
         )
         if self.db.is_sqlite:
             # BEGIN IMMEDIATE already holds the write lock: no other claimer runs meanwhile.
-            job_id = session.scalar(_claimable())
+            job_id = session.scalar(_claimable(session_ids))
             if job_id is None:
                 return None
             update = update.where(JobRow.id == job_id)
         else:
-            candidate = _claimable().with_for_update(skip_locked=True).scalar_subquery()
+            candidate = _claimable(session_ids).with_for_update(skip_locked=True).scalar_subquery()
             update = update.where(JobRow.id == candidate)
         row = session.scalar(
             update.where(JobRow.status == JobStatus.PENDING).returning(JobRow),

@@ -253,6 +253,7 @@ class RunManager:
         idle_check_interval: float = 30.0,
         agent_env: Callable[[], dict[str, str]] | None = None,
         worker_id: str | None = None,
+        only_sessions: set[uuid.UUID] | None = None,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -269,6 +270,8 @@ class RunManager:
         # Called for every run, so a key changed in the settings applies to the next prompt.
         self.agent_env = agent_env or dict
         self.worker_id = worker_id or make_worker_id()
+        # `pocketcode run` claims its own session's prompts only, never a server's.
+        self.only_sessions = only_sessions
         self._active: dict[uuid.UUID, _ActiveRun] = {}
         self._writer = _MessageWriter(self)
         self._tasks: list[asyncio.Task[None]] = []
@@ -356,7 +359,9 @@ class RunManager:
         while not self._stopping:
             try:
                 while len(self._active) < self.max_concurrent_runs:
-                    job = await anyio.to_thread.run_sync(self.jobs.claim_next, self.worker_id)
+                    job = await anyio.to_thread.run_sync(
+                        self.jobs.claim_next, self.worker_id, self.only_sessions
+                    )
                     if job is None:
                         break
                     task = asyncio.create_task(self._execute(job), name=f"run-{job.id}")

@@ -4,6 +4,7 @@ permission service and the run manager. `serve` and `pocketcode run` both start 
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 from pocketcode.agents.claude_code import ClaudeCodeRunner
@@ -34,7 +35,13 @@ class Runtime:
 
     @classmethod
     async def start(
-        cls, settings: Settings, db: Database, keyring: Keyring, *, claim_jobs: bool = True
+        cls,
+        settings: Settings,
+        db: Database,
+        keyring: Keyring,
+        *,
+        claim_jobs: bool = True,
+        only_sessions: set[uuid.UUID] | None = None,
     ) -> Runtime:
         bus = EventBus(db)
         await bus.start()
