@@ -47,7 +47,7 @@ from pocketcode.agents.processes import (
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import JobRow, MessageRow, PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
-from pocketcode.domain.errors import Conflict, InvalidInput
+from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition
 from pocketcode.domain.states import (
     ACTIVE_PROCESS_STATUSES,
     JobStatus,
@@ -587,20 +587,11 @@ class RunManager:
         model = outcome.model or session_row.model or ""
         cost = self.pricing.cost(model, outcome.usage) if model else None
         usage = outcome.usage
-        self.jobs.finish(
-            job.id,
-            JobStatus(outcome.status.value),
-            error=outcome.error,
-            error_code=outcome.error_code,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_tokens=usage.cache_creation_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cost_usd=cost or Decimal(0),
-            cli_cost_usd=outcome.cli_cost_usd,
-            num_turns=outcome.num_turns,
-            duration_ms=outcome.duration_ms,
-        )
+        try:
+            self._finish_job(job, outcome, cost)
+        except InvalidTransition:
+            # Another process interrupted the job while this one still ran it (a lost claim).
+            log.warning("run %s ended as %s after its job had moved on", job.id, outcome.status)
         self.sessions.add_usage(
             job.session_id,
             Usage(
@@ -615,18 +606,50 @@ class RunManager:
         if outcome.num_turns:
             self.sessions.increment_turn(job.session_id)
         if outcome.provider_session_id:
-            with self.db.write() as session:
+            with contextlib.suppress(sa.exc.IntegrityError), self.db.write() as session:
                 session.execute(
                     sa.update(SessionRow)
                     .where(SessionRow.id == job.session_id)
                     .values(provider_session_id=outcome.provider_session_id)
                 )
-        finish = {
-            RunStatus.COMPLETED: self.sessions.complete_streaming,
-            RunStatus.FAILED: self.sessions.fail_streaming,
-            RunStatus.CANCELLED: self.sessions.cancel_streaming,
+        process_status = {
+            RunStatus.COMPLETED: ProcessStatus.COMPLETED,
+            RunStatus.FAILED: ProcessStatus.FAILED,
+            RunStatus.CANCELLED: ProcessStatus.CANCELLED,
         }[outcome.status]
-        finish(job.session_id)
+        # Whatever state the run left, the session stops working now (never "working" forever).
+        with self.db.write() as session:
+            session.execute(
+                sa.update(SessionRow)
+                .where(SessionRow.id == job.session_id)
+                .values(
+                    is_working=False,
+                    current_job_id=None,
+                    process_pid=None,
+                    process_create_time=None,
+                    process_status=process_status,
+                    last_job_status=JobStatus(outcome.status.value),
+                    last_activity_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+
+    def _finish_job(self, job: JobRow, outcome: RunOutcome, cost: Decimal | None) -> None:
+        usage = outcome.usage
+        self.jobs.finish(
+            job.id,
+            JobStatus(outcome.status.value),
+            error=outcome.error,
+            error_code=outcome.error_code,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cost_usd=cost or Decimal(0),
+            cli_cost_usd=outcome.cli_cost_usd,
+            num_turns=outcome.num_turns,
+            duration_ms=outcome.duration_ms,
+        )
 
     async def _store(self, session_id: uuid.UUID, message: NewMessage) -> None:
         row = await anyio.to_thread.run_sync(self.messages.append, session_id, message)
