@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import anyio
 import pytest
 
 from pocketcode.cli import main
@@ -37,3 +38,12 @@ def run_in_threads(count: int, work: Callable[[int], None]) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
+
+
+async def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `check` (run in a thread: it may touch the database or /proc) until it holds."""
+    deadline = anyio.current_time() + seconds
+    while not await anyio.to_thread.run_sync(check):
+        if anyio.current_time() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        await anyio.sleep(0.05)

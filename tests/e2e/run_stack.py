@@ -72,15 +72,6 @@ class RunStack:
         return await anyio.to_thread.run_sync(self.job, job.id), events
 
 
-async def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll `check` (run in a thread: it may touch the database or /proc) until it holds."""
-    deadline = anyio.current_time() + seconds
-    while not await anyio.to_thread.run_sync(check):
-        if anyio.current_time() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await anyio.sleep(0.05)
-
-
 async def start_stack(
     db: Database,
     server: FakeModelServer,

@@ -15,7 +15,8 @@ from pocketcode.devtools.fake_model import error, slow, text, tool_use
 from pocketcode.domain.states import JobStatus, MessageType, PermissionMode, ProcessStatus
 from pocketcode.services.events import Event
 from pocketcode.services.permissions import Answer
-from tests.e2e.run_stack import RunStack, eventually
+from tests.e2e.run_stack import RunStack
+from tests.helpers import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

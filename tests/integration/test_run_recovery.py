@@ -4,12 +4,14 @@ live server are left alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -23,6 +25,7 @@ from pocketcode.services.jobs import JobService
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.runs import RunManager, make_worker_id
 from pocketcode.services.sessions import SessionService
+from tests.helpers import eventually
 
 DEAD_WORKER = f"{socket.gethostname()}:999999:1.000"
 
@@ -168,3 +171,60 @@ def test_recovery_leaves_runs_of_live_servers_alone(
     manager.recover_sync()
     assert JobService(db).get(job_id).status is JobStatus.PROCESSING
     assert SessionService(db, []).get(session_id).is_working is True
+
+
+class WaitingRunner(IdleRunner):
+    """Runs until cancelled, like an agent in the middle of a long tool call."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self, request: RunRequest, emit: object, ask: object) -> RunOutcome:
+        self.started.set()
+        await self.cancelled.wait()
+        return RunOutcome(RunStatus.CANCELLED, None)
+
+    async def cancel(self, session_id: uuid.UUID) -> None:
+        self.cancelled.set()
+
+
+@pytest.mark.anyio
+async def test_a_run_that_loses_its_claim_stops_and_releases_the_session(
+    db: Database, tmp_path: Path
+) -> None:
+    """Another server declared this one dead and interrupted its job: the run stops rather
+    than two copies editing the same files, and the session does not stay working."""
+    project = tmp_path / "p"
+    project.mkdir()
+    session = SessionService(db, [tmp_path]).create(str(project))
+    bus = EventBus(db)
+    runner = WaitingRunner()
+    manager = RunManager(
+        db,
+        bus,
+        runner,
+        worker_id=make_worker_id(),
+        heartbeat_interval=0.1,
+        poll_interval=0.1,  # type: ignore[arg-type]
+    )
+    await manager.start()
+    try:
+        job = await manager.submit(session.id, "long work")
+        with anyio.fail_after(10):
+            await runner.started.wait()
+        JobService(db).interrupt_processing({manager.worker_id}, "taken over")
+        with anyio.fail_after(10):
+            await runner.cancelled.wait()
+        await eventually(
+            lambda: not SessionService(db, []).get(session.id).is_working, 10, "the release"
+        )
+    finally:
+        await manager.stop()
+    assert JobService(db).get(job.id).status is JobStatus.INTERRUPTED
+    assert SessionService(db, []).get(session.id).current_job_id is None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
