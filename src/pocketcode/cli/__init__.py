@@ -11,9 +11,11 @@ from rich.console import Console
 from pocketcode.cli.config_cmd import config_app
 from pocketcode.cli.db import db_app
 from pocketcode.cli.dev import dev_app
+from pocketcode.cli.import_cmd import import_transcripts
 from pocketcode.cli.run import run
 from pocketcode.cli.secrets import secrets_app
 from pocketcode.cli.serve import serve
+from pocketcode.cli.sessions_cmd import sessions_app
 from pocketcode.domain.errors import PocketcodeError
 
 app = typer.Typer(
@@ -25,10 +27,12 @@ app = typer.Typer(
 )
 app.command()(serve)
 app.command()(run)
+app.command("import")(import_transcripts)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(dev_app, name="dev")
+app.add_typer(sessions_app, name="sessions")
 
 err_console = Console(stderr=True)
 

@@ -376,6 +376,35 @@ class DeviceRow(Base):
     __table_args__ = (sa.Index(None, "last_connected_at"),)
 
 
+class TranscriptFileRow(Base):
+    """The index watermark of one Claude Code transcript file: what was parsed of it, so an
+    unchanged file is never opened again and a grown one is read from where the last scan
+    stopped."""
+
+    __tablename__ = "transcript_files"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    path: Mapped[str] = mapped_column(sa.Text, unique=True)
+    inode: Mapped[int | None] = mapped_column(sa.BigInteger)
+    size: Mapped[int] = _counter()
+    mtime_ns: Mapped[int] = _counter()
+    # Bytes parsed so far: always the end of a complete line.
+    parsed_offset: Mapped[int] = _counter()
+    provider_session_id: Mapped[str | None] = mapped_column(sa.String(128))
+    session_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("sessions.id", ondelete="SET NULL")
+    )
+    is_subagent: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    lines_skipped: Mapped[int] = _counter()
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    gone_at: Mapped[datetime | None] = mapped_column()
+    last_scanned_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    __table_args__ = (sa.Index(None, "session_id"),)
+
+
 # Seed 000's archive strategy: old sessions move, with everything that hangs off them, into
 # tables of the same shape (plus archived_at) that nothing references and no cascade reaches.
 ARCHIVED_TABLES: dict[str, str] = {

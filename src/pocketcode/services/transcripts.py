@@ -1,10 +1,11 @@
-"""Reading Claude Code's JSONL transcripts: the messages of a run the server missed.
+"""Reading Claude Code's JSONL transcripts and mapping their lines to messages.
 
 A transcript line (`~/.claude/projects/<encoded cwd>/<session>.jsonl`) carries `type`, `uuid`,
 `sessionId`, `cwd`, `timestamp` and, for user and assistant lines, the API `message`. The
-stream-json lines the runner reads carry the same `uuid`, which is what de-duplicates a message
-stored live from the same message recovered here. (Incremental indexing of whole corpora is the
-transcript importer's job; this module reads one file.)
+stream-json lines the runner reads carry the same `uuid` and shape, and lines map to messages
+exactly as the runner maps stream-json lines (`events_for_line`), which is what de-duplicates a
+message stored live from the same message read here. Incremental indexing of whole corpora is
+`transcript_index`'s job; this module reads lines and maps them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from pocketcode.agents.claude_code import LineContext, events_for_line
 from pocketcode.domain.states import MessageType
 from pocketcode.services.messages import NewMessage
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
+_SKIP_CHUNK = 1024 * 1024
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -31,6 +34,40 @@ def parse_timestamp(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def complete_lines(handle: BinaryIO, max_line_bytes: int) -> Iterator[tuple[bytes | None, int]]:
+    """(line, bytes consumed) for each complete line from the handle's position, in bounded
+    memory: a line longer than `max_line_bytes` is read past in chunks and given as None. Stops
+    before a partial last line (one without its newline yet): the writer may still be on it."""
+    while True:
+        raw = handle.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        if raw.endswith(b"\n"):
+            yield raw, len(raw)
+            continue
+        if len(raw) <= max_line_bytes:
+            return
+        consumed = len(raw)
+        while True:
+            chunk = handle.readline(_SKIP_CHUNK)
+            if not chunk:
+                return
+            consumed += len(chunk)
+            if chunk.endswith(b"\n"):
+                break
+        yield None, consumed
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object of one line, or None when it is malformed, not UTF-8 or not an
+    object."""
+    try:
+        line = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return line if isinstance(line, dict) else None
+
+
 def read_lines(path: Path) -> Iterator[dict[str, Any]]:
     """Complete JSON object lines of a transcript; malformed, oversized or partial lines are
     skipped (the last line may still be being written)."""
@@ -39,91 +76,88 @@ def read_lines(path: Path) -> Iterator[dict[str, Any]]:
     except OSError:
         return
     with handle:
-        for raw in handle:
-            if not raw.endswith(b"\n") or len(raw) > MAX_LINE_BYTES:
-                continue
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(line, dict):
+        for raw, _ in complete_lines(handle, MAX_LINE_BYTES):
+            line = parse_line(raw) if raw is not None else None
+            if line is not None:
                 yield line
 
 
-def _block_text(block: dict[str, Any]) -> str:
-    kind = block.get("type")
-    if kind == "text":
-        return str(block.get("text", ""))
-    if kind == "thinking":
-        return str(block.get("thinking", ""))
-    if kind == "tool_use":
-        return json.dumps(block.get("input", {}), ensure_ascii=False)[:10_000]
-    if kind == "tool_result":
-        content = block.get("content")
-        if isinstance(content, list):
-            return "\n".join(
-                str(part.get("text", "")) for part in content if isinstance(part, dict)
-            )
-        return str(content or "")
-    return ""
+# Transcript line types that hold conversation messages; the others (attachment,
+# queue-operation, api-request*, cost-state, last-prompt…) are the CLI's own bookkeeping.
+MESSAGE_LINE_TYPES = frozenset({"user", "assistant", "system"})
+# A user line starting like this is a slash command or its output, not a prompt to title by.
+_WRAPPER_PREFIXES = (
+    "<command-",
+    "<local-command-",
+    "<system-reminder>",
+    "<bash-",
+    "Caveat:",
+    "[Request interrupted",
+)
 
 
-def messages_from_line(line: dict[str, Any], *, include_prompts: bool) -> list[NewMessage]:
-    """The messages one transcript line holds (one per content block)."""
-    kind = line.get("type")
-    uuid = line.get("uuid")
-    message = line.get("message")
-    if (
-        kind not in ("user", "assistant")
-        or not isinstance(uuid, str)
-        or not isinstance(message, dict)
-    ):
+def _prompt_subtype(line: dict[str, Any]) -> str:
+    if line.get("isCompactSummary"):
+        return "compact_summary"
+    if line.get("isMeta"):
+        return "meta"
+    return "prompt"
+
+
+def messages_from_line(
+    line: dict[str, Any], *, include_prompts: bool, context: LineContext | None = None
+) -> list[NewMessage]:
+    """The messages one transcript line holds (one per content block), mapped by the runner's
+    own `events_for_line`: the same uuid (the n-th extra block of a line is `<uuid>#<n>`),
+    type, subtype and text as the message stored live. A prompt, which stream-json does not
+    echo, gets the subtype `prompt` (`meta` or `compact_summary` for the CLI's own user
+    lines); `include_prompts=False` leaves prompts out. Pass one `context` for the lines of a
+    file, so the usage of an API message is kept on its first block only."""
+    if line.get("type") not in MESSAGE_LINE_TYPES or not isinstance(line.get("uuid"), str):
         return []
+    events = events_for_line(line, context if context is not None else LineContext())
     session_id = line.get("sessionId") if isinstance(line.get("sessionId"), str) else None
-    content = message.get("content")
-    if kind == "user":
-        if isinstance(content, str):
-            if not include_prompts or line.get("isMeta"):
-                return []
-            return [
-                NewMessage(
-                    MessageType.USER,
-                    content,
-                    subtype="prompt",
-                    raw=line,
-                    provider_session_id=session_id,
-                    provider_message_uuid=uuid,
-                )
-            ]
-        blocks = [
-            b for b in content or [] if isinstance(b, dict) and b.get("type") == "tool_result"
-        ]
-        return [
-            NewMessage(
-                MessageType.USER,
-                _block_text(block),
-                subtype="tool_result",
-                raw=line,
-                provider_session_id=session_id,
-                provider_message_uuid=uuid if index == 0 else f"{uuid}#{index}",
-                parent_tool_use_id=str(block.get("tool_use_id") or "") or None,
-            )
-            for index, block in enumerate(blocks)
-        ]
-    blocks = [b for b in content or [] if isinstance(b, dict)]
-    return [
-        NewMessage(
-            MessageType.ASSISTANT,
-            _block_text(block),
-            subtype=str(block.get("type") or "unknown"),
-            raw=line,
-            provider_session_id=session_id,
-            provider_message_uuid=uuid if index == 0 else f"{uuid}#{index}",
-            provider_message_id=str(message.get("id") or "") or None,
-            model=str(message.get("model") or "") or None,
-        )
-        for index, block in enumerate(blocks)
-    ]
+    messages: list[NewMessage] = []
+    for event in events:
+        message = event.message
+        if message is None:
+            continue
+        if message.provider_session_id is None:
+            message.provider_session_id = session_id
+        if message.type is MessageType.USER and message.subtype != "tool_result":
+            if not include_prompts:
+                continue
+            if message.subtype == "text":
+                message.subtype = _prompt_subtype(line)
+        messages.append(message)
+    return messages
+
+
+def prompt_title(line: dict[str, Any], max_chars: int = 100) -> str | None:
+    """A session title from a user line that is a real prompt: not a meta line, a compaction
+    summary, a sub-agent's line, a tool result or a slash-command wrapper."""
+    if (
+        line.get("type") != "user"
+        or line.get("isMeta")
+        or line.get("isCompactSummary")
+        or line.get("isSidechain")
+    ):
+        return None
+    message = line.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        blocks = [block for block in content if isinstance(block, dict)]
+        if any(block.get("type") == "tool_result" for block in blocks):
+            return None
+        text = "\n".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+    else:
+        return None
+    text = " ".join(text.split())
+    if not text or text.startswith(_WRAPPER_PREFIXES):
+        return None
+    return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
 
 
 def run_messages_since(path: Path, since: datetime) -> list[NewMessage]:
@@ -131,11 +165,12 @@ def run_messages_since(path: Path, since: datetime) -> list[NewMessage]:
     a server that died mid-run may not have stored. Prompts are skipped: the server stores
     each prompt itself when it is queued."""
     found: list[NewMessage] = []
+    context = LineContext()
     for line in read_lines(path):
         if line.get("isSidechain"):
             continue
         stamp = parse_timestamp(line.get("timestamp"))
         if stamp is None or stamp < since:
             continue
-        found.extend(messages_from_line(line, include_prompts=False))
+        found.extend(messages_from_line(line, include_prompts=False, context=context))
     return found

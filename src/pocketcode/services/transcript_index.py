@@ -1,0 +1,563 @@
+"""The incremental index of Claude Code's transcripts: every terminal session, kept forever.
+
+`TranscriptIndexer.scan()` walks `<config dir>/projects/` and, per `.jsonl` file, compares the
+file's inode, size and mtime with its `transcript_files` row:
+- unchanged: skipped without being opened, so re-scanning a big corpus costs one `stat` a file;
+- grown: only the bytes after `parsed_offset` are read (`parsed_offset` is always the end of a
+  complete line; a partial last line waits for the next scan);
+- truncated or replaced (smaller than the offset, or another inode): read again from the start,
+  which is safe because messages are de-duplicated by uuid;
+- deleted: marked gone, its messages stay (Claude Code deletes transcripts after 30 days).
+
+A session is found by its provider session id (the lines' `sessionId`, never the lossy folder
+name), so a session run by pocketcode and continued in a terminal, or the reverse, is one
+session with one history. The prompts pocketcode stored itself (stream-json does not echo them)
+are matched to their transcript lines by text and take the line's uuid instead of being stored
+twice. Sub-agent files (`<session>/subagents/agent-*.jsonl`) go to their parent session.
+
+Lines are read one at a time in bounded memory; malformed JSON, lines over `max_line_bytes` and
+non-UTF-8 bytes are skipped and counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from pocketcode.agents.claude_code import LineContext
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import MessageRow, SessionRow, TranscriptFileRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.states import MessageType, Provider
+from pocketcode.services.messages import NewMessage, append_batch_in
+from pocketcode.services.pricing import Price, PricingService, TokenUsage, compute_cost
+from pocketcode.services.sessions import claude_config_dir
+from pocketcode.services.transcripts import (
+    complete_lines,
+    messages_from_line,
+    parse_line,
+    parse_timestamp,
+    prompt_title,
+)
+
+log = logging.getLogger(__name__)
+
+INDEX_MAX_LINE_BYTES = 4 * 1024 * 1024
+"""Longer lines (pasted images, huge tool outputs) are skipped and counted: parsing one costs
+many times its size in memory."""
+_FLUSH_MESSAGES = 2000
+_FLUSH_BYTES = 32 * 1024 * 1024
+
+ScanProgress = Callable[[Path, int, int], None]
+"""Called after each file with (file, files done, files total)."""
+
+
+@dataclass
+class ScanSummary:
+    files_total: int = 0
+    files_scanned: int = 0
+    """Opened and read (grown, new, truncated or replaced)."""
+    files_unchanged: int = 0
+    files_skipped: int = 0
+    """Unreadable, vanished during the scan, or belonging to a deleted session."""
+    files_gone: int = 0
+    sessions_new: int = 0
+    sessions_updated: int = 0
+    messages_imported: int = 0
+    lines_parsed: int = 0
+    lines_skipped: int = 0
+    bytes_read: int = 0
+    new_session_ids: set[uuid.UUID] = field(default_factory=set)
+    updated_session_ids: set[uuid.UUID] = field(default_factory=set)
+
+
+@dataclass
+class _Mark:
+    """A file's watermark as loaded from `transcript_files`."""
+
+    inode: int | None
+    size: int
+    mtime_ns: int
+    parsed_offset: int
+    session_id: uuid.UUID | None
+    provider_session_id: str | None
+    gone: bool
+
+
+@dataclass
+class _Chunk:
+    """What was read of one file since the last flush."""
+
+    messages: list[NewMessage] = field(default_factory=list)
+    raw_bytes: int = 0
+    provider_session_id: str | None = None
+    cwd: str | None = None
+    title: str | None = None
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    cli_cost_usd: Decimal | None = None
+    lines_skipped: int = 0
+
+    def reset(self) -> None:
+        self.messages = []
+        self.raw_bytes = 0
+        self.title = None
+        self.first_at = None
+        self.last_at = None
+        self.cli_cost_usd = None
+        self.lines_skipped = 0
+
+
+def _subagent_parent(path: Path) -> str | None:
+    """The parent session id of `<session>/subagents/agent-*.jsonl`, else None."""
+    if path.parent.name == "subagents" and path.name.startswith("agent-"):
+        return path.parent.parent.name
+    return None
+
+
+def transcript_files(root: Path) -> list[Path]:
+    """Every `.jsonl` file under `root`, session files before sub-agent files (so a parent
+    session exists before its sub-agents attach to it)."""
+    found: list[Path] = []
+    for directory, _, names in os.walk(root):
+        found.extend(Path(directory, name) for name in names if name.endswith(".jsonl"))
+    return sorted(found, key=lambda path: (_subagent_parent(path) is not None, str(path)))
+
+
+class TranscriptIndexer:
+    def __init__(
+        self,
+        db: Database,
+        config_dir: Path | None = None,
+        *,
+        max_line_bytes: int = INDEX_MAX_LINE_BYTES,
+    ) -> None:
+        self.db = db
+        self.root = (config_dir or claude_config_dir()) / "projects"
+        self.max_line_bytes = max_line_bytes
+        self.pricing = PricingService(db)
+        self._prices: dict[str, Price | None] = {}
+
+    # -- the scan --------------------------------------------------------------------------
+
+    def scan(
+        self, paths: Iterable[Path] | None = None, progress: ScanProgress | None = None
+    ) -> ScanSummary:
+        """Index the given transcript files, or every file under the config dir's
+        `projects/` (then files that disappeared are marked gone)."""
+        whole_tree = paths is None
+        files = transcript_files(self.root) if paths is None else [Path(p) for p in paths]
+        marks = self._load_marks(None if whole_tree else files)
+        summary = ScanSummary(files_total=len(files))
+        seen: set[str] = set()
+        for index, path in enumerate(files):
+            seen.add(str(path))
+            self._scan_file(path, marks.get(str(path)), summary)
+            if progress is not None:
+                progress(path, index + 1, len(files))
+        if whole_tree:
+            prefix = str(self.root) + os.sep
+            vanished = [
+                p
+                for p, mark in marks.items()
+                if p.startswith(prefix) and p not in seen and not mark.gone
+            ]
+            self._mark_gone(vanished, summary)
+        summary.sessions_new = len(summary.new_session_ids)
+        summary.sessions_updated = len(summary.updated_session_ids - summary.new_session_ids)
+        return summary
+
+    def _load_marks(self, files: list[Path] | None) -> dict[str, _Mark]:
+        query = sa.select(
+            TranscriptFileRow.path,
+            TranscriptFileRow.inode,
+            TranscriptFileRow.size,
+            TranscriptFileRow.mtime_ns,
+            TranscriptFileRow.parsed_offset,
+            TranscriptFileRow.session_id,
+            TranscriptFileRow.provider_session_id,
+            TranscriptFileRow.gone_at,
+        )
+        if files is not None:
+            query = query.where(TranscriptFileRow.path.in_([str(p) for p in files]))
+        with self.db.read() as session:
+            return {
+                row.path: _Mark(
+                    row.inode,
+                    row.size,
+                    row.mtime_ns,
+                    row.parsed_offset,
+                    row.session_id,
+                    row.provider_session_id,
+                    row.gone_at is not None,
+                )
+                for row in session.execute(query)
+            }
+
+    def _mark_gone(self, paths: list[str], summary: ScanSummary) -> None:
+        if not paths:
+            return
+        now = utcnow()
+        with self.db.write() as session:
+            session.execute(
+                sa.update(TranscriptFileRow)
+                .where(TranscriptFileRow.path.in_(paths), TranscriptFileRow.gone_at.is_(None))
+                .values(gone_at=now, updated_at=now, last_scanned_at=now),
+                execution_options={"synchronize_session": False},
+            )
+        summary.files_gone += len(paths)
+
+    def _scan_file(self, path: Path, mark: _Mark | None, summary: ScanSummary) -> None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            if mark is not None and not mark.gone:
+                self._mark_gone([str(path)], summary)
+            else:
+                summary.files_skipped += 1
+            return
+        except OSError as exc:
+            self._record_error(path, mark, f"cannot stat: {exc.strerror or exc}", summary)
+            return
+        if (
+            mark is not None
+            and not mark.gone
+            and mark.inode == stat.st_ino
+            and mark.size == stat.st_size
+            and mark.mtime_ns == stat.st_mtime_ns
+        ):
+            summary.files_unchanged += 1
+            return
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            summary.files_skipped += 1
+            return
+        except OSError as exc:
+            self._record_error(path, mark, f"cannot open: {exc.strerror or exc}", summary)
+            return
+        with handle:
+            # The file may have been replaced between stat and open: trust the open one.
+            stat = os.fstat(handle.fileno())
+            offset = 0
+            if (
+                mark is not None
+                and mark.inode == stat.st_ino
+                and mark.parsed_offset <= stat.st_size
+            ):
+                offset = mark.parsed_offset
+            handle.seek(offset)
+            summary.files_scanned += 1
+            self._read(path, handle, offset, stat, mark, summary)
+
+    def _read(
+        self,
+        path: Path,
+        handle: Any,
+        offset: int,
+        stat: os.stat_result,
+        mark: _Mark | None,
+        summary: ScanSummary,
+    ) -> None:
+        parent = _subagent_parent(path)
+        chunk = _Chunk(provider_session_id=parent or (mark.provider_session_id if mark else None))
+        session_id = mark.session_id if mark is not None else None
+        context = LineContext()
+        error: str | None = None
+        try:
+            for raw, consumed in complete_lines(handle, self.max_line_bytes):
+                offset += consumed
+                summary.bytes_read += consumed
+                line = parse_line(raw) if raw is not None else None
+                if line is None:
+                    chunk.lines_skipped += 1
+                    continue
+                summary.lines_parsed += 1
+                self._take(line, chunk, context)
+                if len(chunk.messages) >= _FLUSH_MESSAGES or chunk.raw_bytes >= _FLUSH_BYTES:
+                    session_id = self._flush(path, chunk, offset, stat, session_id, summary)
+        except OSError as exc:  # vanished or unreadable underneath: keep what was read
+            error = f"read failed: {exc.strerror or exc}"
+        self._flush(path, chunk, offset, stat, session_id, summary, error=error)
+
+    def _take(self, line: dict[str, Any], chunk: _Chunk, context: LineContext) -> None:
+        line_session = line.get("sessionId")
+        if chunk.provider_session_id is None and isinstance(line_session, str) and line_session:
+            chunk.provider_session_id = line_session
+        cwd = line.get("cwd")
+        if chunk.cwd is None and isinstance(cwd, str) and cwd:
+            chunk.cwd = cwd
+        if line.get("type") == "cost-state":
+            total = line.get("totalCostUSD")
+            if isinstance(total, int | float) and not isinstance(total, bool):
+                value = Decimal(str(total))
+                chunk.cli_cost_usd = max(chunk.cli_cost_usd or value, value)
+            return
+        messages = messages_from_line(line, include_prompts=True, context=context)
+        if not messages:
+            return
+        if chunk.title is None:
+            chunk.title = prompt_title(line)
+        stamp = parse_timestamp(line.get("timestamp"))
+        if stamp is not None:
+            chunk.first_at = chunk.first_at or stamp
+            chunk.last_at = stamp
+        chunk.messages.extend(messages)
+        chunk.raw_bytes += sum(len(m.text) for m in messages) + 512
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _flush(
+        self,
+        path: Path,
+        chunk: _Chunk,
+        offset: int,
+        stat: os.stat_result,
+        session_id: uuid.UUID | None,
+        summary: ScanSummary,
+        *,
+        error: str | None = None,
+    ) -> uuid.UUID | None:
+        """Store the chunk's messages and move the file's watermark, in one transaction."""
+        now = utcnow()
+        with self.db.write() as session:
+            row = session.scalar(
+                sa.select(TranscriptFileRow).where(TranscriptFileRow.path == str(path))
+            )
+            if row is None:
+                row = TranscriptFileRow(
+                    path=str(path), is_subagent=_subagent_parent(path) is not None
+                )
+                session.add(row)
+            target: SessionRow | None = None
+            if chunk.messages or session_id is not None:
+                target = self._target_session(session, path, chunk, session_id, summary)
+            if target is not None and chunk.messages:
+                stored = self._store(session, target, chunk)
+                summary.messages_imported += stored
+                if stored:
+                    summary.updated_session_ids.add(target.id)
+            elif target is not None and chunk.cli_cost_usd is not None:
+                target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
+            row.inode = stat.st_ino
+            row.size = stat.st_size
+            row.mtime_ns = stat.st_mtime_ns
+            row.parsed_offset = offset
+            row.provider_session_id = chunk.provider_session_id or row.provider_session_id
+            row.session_id = target.id if target is not None else row.session_id
+            row.lines_skipped = (row.lines_skipped or 0) + chunk.lines_skipped
+            row.last_error = error
+            row.gone_at = None
+            row.last_scanned_at = now
+            row.updated_at = now
+            if error is not None:
+                # The size seen may be past what was read: look at the file again next time.
+                row.size = -1
+            new_session_id = target.id if target is not None else None
+        summary.lines_skipped += chunk.lines_skipped
+        chunk.reset()
+        return new_session_id
+
+    def _target_session(
+        self,
+        session: Session,
+        path: Path,
+        chunk: _Chunk,
+        session_id: uuid.UUID | None,
+        summary: ScanSummary,
+    ) -> SessionRow | None:
+        """The session the file's messages go to, created for a transcript seen first; None
+        for a session the user deleted (its transcript is not brought back)."""
+        if session_id is not None:
+            row = session.get(SessionRow, session_id)
+            if row is not None:
+                return row if row.deleted_at is None else None
+        provider_id = chunk.provider_session_id or path.stem
+        chunk.provider_session_id = provider_id
+        row = session.scalar(
+            sa.select(SessionRow).where(
+                SessionRow.provider == Provider.CLAUDE_CODE,
+                SessionRow.provider_session_id == provider_id,
+            )
+        )
+        if row is not None:
+            return row if row.deleted_at is None else None
+        if not chunk.messages:
+            return None
+        folder = path.parent.parent.parent if _subagent_parent(path) else path.parent
+        started = chunk.first_at or utcnow()
+        row = SessionRow(
+            id=uuid.uuid4(),
+            provider=Provider.CLAUDE_CODE,
+            project_path=chunk.cwd or str(folder),
+            claude_directory_path=str(folder),
+            provider_session_id=provider_id,
+            metadata_={"importedFrom": "transcript"},
+            created_at=started,
+            last_accessed_at=chunk.last_at or started,
+        )
+        session.add(row)
+        session.flush()
+        summary.new_session_ids.add(row.id)
+        return row
+
+    def _store(self, session: Session, target: SessionRow, chunk: _Chunk) -> int:
+        messages = self._adopt_prompts(session, target.id, chunk.messages)
+        adopted = len(chunk.messages) - len(messages)
+        stored = append_batch_in(session, target.id, messages)
+        session.refresh(target)
+        if chunk.title and not target.title:
+            target.title = chunk.title
+        if chunk.last_at is not None and stored:
+            target.last_activity_at = chunk.last_at
+            target.last_accessed_at = max(target.last_accessed_at, chunk.last_at)
+        if chunk.cli_cost_usd is not None:
+            target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
+        if stored or adopted:
+            self._update_totals(session, target)
+        return len(stored)
+
+    @staticmethod
+    def _adopt_prompts(
+        session: Session, session_id: uuid.UUID, messages: list[NewMessage]
+    ) -> list[NewMessage]:
+        """Give the prompts pocketcode stored itself (no uuid: stream-json never echoes them)
+        the uuid of their transcript line, and drop those lines from the batch."""
+        prompts = [m for m in messages if m.subtype == "prompt" and m.provider_message_uuid]
+        if not prompts:
+            return messages
+        waiting = list(
+            session.execute(
+                sa.select(MessageRow.id, MessageRow.text)
+                .where(
+                    MessageRow.session_id == session_id,
+                    MessageRow.type == MessageType.USER,
+                    MessageRow.subtype == "prompt",
+                    MessageRow.provider_message_uuid.is_(None),
+                )
+                .order_by(MessageRow.seq)
+            )
+        )
+        if not waiting:
+            return messages
+        stored = set(
+            session.scalars(
+                sa.select(MessageRow.provider_message_uuid).where(
+                    MessageRow.session_id == session_id,
+                    MessageRow.provider_message_uuid.in_(
+                        [m.provider_message_uuid for m in prompts]
+                    ),
+                )
+            )
+        )
+        adopted: set[int] = set()
+        for message in prompts:
+            if message.provider_message_uuid in stored:
+                continue
+            match = next((w for w in waiting if w.text.strip() == message.text.strip()), None)
+            if match is None:
+                continue
+            waiting.remove(match)
+            session.execute(
+                sa.update(MessageRow)
+                .where(MessageRow.id == match.id)
+                .values(
+                    provider_message_uuid=message.provider_message_uuid,
+                    provider_session_id=message.provider_session_id,
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            adopted.add(id(message))
+        return [m for m in messages if id(m) not in adopted]
+
+    def _update_totals(self, session: Session, target: SessionRow) -> None:
+        """Tokens and cost from the stored assistant messages, each API message id counted
+        once (its blocks may repeat the usage), priced per model."""
+        per_message = (
+            sa.select(
+                sa.func.max(MessageRow.model).label("model"),
+                sa.func.max(MessageRow.input_tokens).label("input"),
+                sa.func.max(MessageRow.output_tokens).label("output"),
+                sa.func.max(MessageRow.cache_creation_tokens).label("cache_write"),
+                sa.func.max(MessageRow.cache_read_tokens).label("cache_read"),
+            )
+            .where(
+                MessageRow.session_id == target.id,
+                MessageRow.type == MessageType.ASSISTANT,
+                MessageRow.provider_message_id.is_not(None),
+            )
+            .group_by(MessageRow.provider_message_id)
+            .subquery()
+        )
+        totals = TokenUsage()
+        cost = Decimal(0)
+        for model, inputs, outputs, writes, reads in session.execute(
+            sa.select(
+                per_message.c.model,
+                sa.func.coalesce(sa.func.sum(per_message.c.input), 0),
+                sa.func.coalesce(sa.func.sum(per_message.c.output), 0),
+                sa.func.coalesce(sa.func.sum(per_message.c.cache_write), 0),
+                sa.func.coalesce(sa.func.sum(per_message.c.cache_read), 0),
+            ).group_by(per_message.c.model)
+        ):
+            usage = TokenUsage(int(inputs), int(outputs), int(writes), int(reads))
+            totals = TokenUsage(
+                totals.input_tokens + usage.input_tokens,
+                totals.output_tokens + usage.output_tokens,
+                totals.cache_creation_tokens + usage.cache_creation_tokens,
+                totals.cache_read_tokens + usage.cache_read_tokens,
+            )
+            price = self._price(model)
+            if price is not None:
+                cost += compute_cost(usage, price)
+        prompts = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(MessageRow)
+            .where(
+                MessageRow.session_id == target.id,
+                MessageRow.type == MessageType.USER,
+                MessageRow.subtype == "prompt",
+            )
+        )
+        target.input_tokens = totals.input_tokens
+        target.output_tokens = totals.output_tokens
+        target.cache_creation_tokens = totals.cache_creation_tokens
+        target.cache_read_tokens = totals.cache_read_tokens
+        target.total_cost_usd = cost
+        target.turn_count = max(target.turn_count, int(prompts or 0))
+
+    def _price(self, model: str | None) -> Price | None:
+        if not model:
+            return None
+        if model not in self._prices:
+            self._prices[model] = self.pricing.lookup(model)
+        return self._prices[model]
+
+    def _record_error(
+        self, path: Path, mark: _Mark | None, error: str, summary: ScanSummary
+    ) -> None:
+        summary.files_skipped += 1
+        log.warning("transcript %s skipped: %s", path, error)
+        now = utcnow()
+        with self.db.write() as session:
+            row = session.scalar(
+                sa.select(TranscriptFileRow).where(TranscriptFileRow.path == str(path))
+            )
+            if row is None:
+                row = TranscriptFileRow(
+                    path=str(path), is_subagent=_subagent_parent(path) is not None
+                )
+                session.add(row)
+            row.last_error = error
+            row.last_scanned_at = now
+            row.updated_at = now

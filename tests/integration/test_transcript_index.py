@@ -1,0 +1,275 @@
+"""The transcript indexer on edge-case files written by hand: partial, malformed, oversized and
+non-UTF-8 lines, truncated, replaced and deleted files, sub-agent files. Both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import MessageRow, SessionRow, TranscriptFileRow
+from pocketcode.domain.states import MessageType, Provider
+from pocketcode.services.messages import MessageService, NewMessage
+from pocketcode.services.sessions import SessionService
+from pocketcode.services.transcript_index import TranscriptIndexer
+
+SID = "11111111-2222-3333-4444-555555555555"
+CWD = "/home/dev/my_project.v2"
+
+
+def line(kind: str, content: Any, *, uid: str | None = None, **extra: Any) -> bytes:
+    data: dict[str, Any] = {
+        "type": kind,
+        "uuid": uid or str(uuid.uuid4()),
+        "sessionId": SID,
+        "cwd": CWD,
+        "timestamp": "2026-11-20T10:00:00.000Z",
+        "message": {"role": kind, "content": content},
+        **extra,
+    }
+    if kind == "assistant":
+        data["message"].update(
+            id=extra.pop("message_id", f"msg_{uuid.uuid4().hex[:8]}"),
+            model="claude-sonnet-4-5",
+            usage={"input_tokens": 10, "output_tokens": 5},
+        )
+        data.pop("message_id", None)
+    return json.dumps(data).encode() + b"\n"
+
+
+def prompt(text: str, **extra: Any) -> bytes:
+    return line("user", text, **extra)
+
+
+def reply(text: str, **extra: Any) -> bytes:
+    return line("assistant", [{"type": "text", "text": text}], **extra)
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    return tmp_path / "claude"
+
+
+@pytest.fixture
+def transcript(config_dir: Path) -> Path:
+    folder = config_dir / "projects" / "-home-dev-my-project-v2"
+    folder.mkdir(parents=True)
+    return folder / f"{SID}.jsonl"
+
+
+def stored(db: Database) -> list[MessageRow]:
+    with db.read() as session:
+        return list(session.scalars(sa.select(MessageRow).order_by(MessageRow.seq)))
+
+
+def the_session(db: Database) -> SessionRow:
+    row = SessionService(db, []).find_by_provider_session(Provider.CLAUDE_CODE, SID)
+    assert row is not None
+    return row
+
+
+def file_row(db: Database, path: Path) -> TranscriptFileRow:
+    with db.read() as session:
+        row = session.scalar(
+            sa.select(TranscriptFileRow).where(TranscriptFileRow.path == str(path))
+        )
+    assert row is not None
+    return row
+
+
+def test_a_transcript_becomes_a_session_with_title_project_and_usage(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    transcript.write_bytes(
+        prompt("<command-name>/clear</command-name>", isMeta=True)
+        + prompt("<local-command-stdout></local-command-stdout>")
+        + prompt("Fix the   failing\ntest")
+        + reply("Looking", message_id="msg_a")
+        + line(
+            "assistant",
+            [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}],
+            message_id="msg_a",
+        )
+        + line("user", [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}])
+        + line("system", None, subtype="compact_boundary")
+        + b'{"type":"attachment","uuid":"x","sessionId":"'
+        + SID.encode()
+        + b'"}\n'
+    )
+    summary = TranscriptIndexer(db, config_dir).scan()
+    assert (summary.sessions_new, summary.files_scanned, summary.lines_skipped) == (1, 1, 0)
+    row = the_session(db)
+    assert row.title == "Fix the failing test"
+    assert row.project_path == CWD  # from the lines, not the lossy folder name
+    assert row.claude_directory_path == str(transcript.parent)
+    # Two blocks of one API message: its usage counts once.
+    assert (row.input_tokens, row.output_tokens) == (10, 5)
+    subtypes = [(m.type, m.subtype) for m in stored(db)]
+    assert (MessageType.SYSTEM, "compact_boundary") in subtypes
+    assert (MessageType.USER, "tool_result") in subtypes
+    assert (MessageType.ASSISTANT, "tool_use") in subtypes
+    assert summary.messages_imported == len(subtypes) == 7  # the attachment is not a message
+
+
+def test_unchanged_files_are_not_opened_and_growth_is_read_from_the_offset(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    transcript.write_bytes(prompt("first") + reply("one"))
+    indexer = TranscriptIndexer(db, config_dir)
+    first = indexer.scan()
+    assert first.bytes_read == transcript.stat().st_size
+
+    again = indexer.scan()
+    assert (again.files_unchanged, again.bytes_read, again.messages_imported) == (1, 0, 0)
+
+    before = transcript.stat().st_size
+    addition = prompt("second") + reply("two")
+    with transcript.open("ab") as handle:
+        handle.write(addition)
+    grown = indexer.scan()
+    assert grown.bytes_read == len(addition)
+    assert grown.messages_imported == 2 and grown.sessions_updated == 1
+    assert file_row(db, transcript).parsed_offset == before + len(addition)
+    assert [m.text for m in stored(db)] == ["first", "one", "second", "two"]
+
+
+def test_a_partial_last_line_waits_until_it_is_complete(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    last = reply("the end")
+    transcript.write_bytes(prompt("hi") + last[:20])
+    indexer = TranscriptIndexer(db, config_dir)
+    summary = indexer.scan()
+    assert (summary.messages_imported, summary.lines_skipped) == (1, 0)
+    assert file_row(db, transcript).parsed_offset == len(prompt("hi"))
+    with transcript.open("ab") as handle:
+        handle.write(last[20:])
+    assert indexer.scan().messages_imported == 1
+    assert [m.text for m in stored(db)] == ["hi", "the end"]
+
+
+def test_malformed_oversized_and_non_utf8_lines_are_skipped_and_counted(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    huge = reply("x" * (5 * 1024 * 1024))
+    transcript.write_bytes(
+        prompt("before")
+        + b'{"type": "user", "broken\n'
+        + b"[1, 2, 3]\n"
+        + huge
+        + b'{"type":"user","uuid":"bad","message":{"content":"\xff\xfe"}}\n'
+        + reply("after")
+    )
+    summary = TranscriptIndexer(db, config_dir, max_line_bytes=1024 * 1024).scan()
+    assert summary.lines_skipped == 4
+    assert [m.text for m in stored(db)] == ["before", "after"]
+    assert file_row(db, transcript).lines_skipped == 4
+    assert file_row(db, transcript).parsed_offset == transcript.stat().st_size
+
+
+def test_an_oversized_partial_line_is_not_passed_over(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    transcript.write_bytes(prompt("before") + b'{"type":"assistant","x":"' + b"y" * 300_000)
+    indexer = TranscriptIndexer(db, config_dir, max_line_bytes=100_000)
+    assert indexer.scan().lines_skipped == 0
+    assert file_row(db, transcript).parsed_offset == len(prompt("before"))
+    with transcript.open("ab") as handle:
+        handle.write(b'"}\n' + reply("after"))
+    summary = indexer.scan()
+    assert (summary.lines_skipped, summary.messages_imported) == (1, 1)
+
+
+def test_a_truncated_or_replaced_file_is_read_again_without_duplicates(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    keep = prompt("kept", uid="u-1") + reply("also kept", uid="u-2")
+    transcript.write_bytes(keep + reply("dropped later", uid="u-3"))
+    indexer = TranscriptIndexer(db, config_dir)
+    indexer.scan()
+    transcript.write_bytes(keep)  # truncated: smaller than the offset
+    summary = indexer.scan()
+    assert (summary.files_scanned, summary.messages_imported) == (1, 0)
+    assert file_row(db, transcript).parsed_offset == len(keep)
+
+    replacement = transcript.with_suffix(".new")
+    replacement.write_bytes(keep + reply("new", uid="u-4") + reply("newer", uid="u-5"))
+    os.replace(replacement, transcript)  # another inode, larger than before
+    assert indexer.scan().messages_imported == 2
+    texts = [m.text for m in stored(db)]
+    assert texts == ["kept", "also kept", "dropped later", "new", "newer"]
+    assert the_session(db).message_count == 5
+
+
+def test_a_deleted_file_keeps_its_messages(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    transcript.write_bytes(prompt("remember me") + reply("sure"))
+    indexer = TranscriptIndexer(db, config_dir)
+    indexer.scan()
+    transcript.unlink()
+    summary = indexer.scan()
+    assert summary.files_gone == 1
+    assert file_row(db, transcript).gone_at is not None
+    assert [m.text for m in stored(db)] == ["remember me", "sure"]
+    assert indexer.scan().files_gone == 0  # marked once
+
+
+def test_a_subagent_file_attaches_to_its_parent_session(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    transcript.write_bytes(prompt("use an agent") + reply("delegating"))
+    agent = transcript.parent / SID / "subagents" / "agent-a1b2.jsonl"
+    agent.parent.mkdir(parents=True)
+    agent.write_bytes(
+        prompt("sub task", isSidechain=True, agentId="a1b2") + reply("sub done", isSidechain=True)
+    )
+    summary = TranscriptIndexer(db, config_dir).scan()
+    assert summary.sessions_new == 1 and summary.files_scanned == 2
+    row = the_session(db)
+    assert row.title == "use an agent"
+    assert row.message_count == 4
+    assert file_row(db, agent).is_subagent and file_row(db, agent).session_id == row.id
+
+
+def test_a_session_created_here_is_found_again_by_provider_session_id(
+    db: Database, config_dir: Path, transcript: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    ours = SessionService(db, [tmp_path]).create(str(project), provider_session_id=SID)
+    MessageService(db).append(
+        ours.id,
+        NewMessage(MessageType.USER, "asked here", subtype="prompt"),
+    )
+    transcript.write_bytes(prompt("asked here", uid="p-1") + reply("answer", uid="r-1"))
+    summary = TranscriptIndexer(db, config_dir).scan()
+    assert (summary.sessions_new, summary.sessions_updated) == (0, 1)
+    texts = [(m.text, m.provider_message_uuid) for m in stored(db)]
+    # The prompt stored when it was queued takes its transcript uuid instead of repeating.
+    assert texts == [("asked here", "p-1"), ("answer", "r-1")]
+
+
+def test_a_deleted_session_is_not_brought_back(
+    db: Database, config_dir: Path, transcript: Path, tmp_path: Path
+) -> None:
+    transcript.write_bytes(prompt("hello") + reply("hi"))
+    indexer = TranscriptIndexer(db, config_dir)
+    indexer.scan()
+    SessionService(db, [tmp_path]).delete(the_session(db).id)
+    with transcript.open("ab") as handle:
+        handle.write(reply("more"))
+    assert indexer.scan().messages_imported == 0
+
+
+def test_a_file_vanishing_before_it_is_read_is_skipped(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    summary = TranscriptIndexer(db, config_dir).scan([transcript])
+    assert (summary.files_skipped, summary.messages_imported) == (1, 0)
