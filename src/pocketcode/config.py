@@ -100,6 +100,25 @@ class Settings(BaseSettings):
     permission_timeout: float = Field(
         default=300.0, gt=0, description="Seconds a tool approval waits before it is denied."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names served besides localhost (DNS rebinding guard), comma-separated.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL clients use (behind a proxy); its host is allowed, https sets Secure.",
+    )
+    trusted_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs whose clients act as the owner WITHOUT credentials (risky).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from other sites (CORS); default none.",
+    )
+    session_ttl_days: int = Field(
+        default=30, ge=1, le=365, description="Days a browser login stays valid."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -132,6 +151,60 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one allowed project root is required")
         return [root.expanduser().resolve() for root in value]
+
+    @field_validator("allowed_hosts", "trusted_networks", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list ({exc})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        hosts = [host.strip().lower().removeprefix("[").removesuffix("]") for host in value]
+        for host in hosts:
+            if not host or any(char in host for char in "/ *@"):
+                raise ValueError(f"{host!r} is not a host name (no scheme, port or wildcard)")
+        return hosts
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        networks: list[str] = []
+        for text in value:
+            try:
+                network = ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a CIDR such as 100.64.0.0/10") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{text!r} is every address: anyone could run commands here")
+            networks.append(str(network))
+        return networks
+
+    @field_validator("cors_origins", "public_url")
+    @classmethod
+    def _check_origins(cls, value: Any) -> Any:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        checked: list[str] = []
+        for item in items:
+            parts = urlsplit(item.strip())
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError(f"{item!r} is not an http(s) URL")
+            checked.append(item.strip().rstrip("/"))
+        return checked[0] if isinstance(value, str) else checked
 
     @field_validator("data_dir", "secret_key_file", "claude_path")
     @classmethod
@@ -229,7 +302,9 @@ def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
             value = settings.effective_secret_key_file
         elif isinstance(value, SecretStr):
             value = "********" if value.get_secret_value() else ""
-        elif isinstance(value, list):
+        elif isinstance(value, list) and name == "allowed_roots":
             value = os.pathsep.join(str(item) for item in value)
+        elif isinstance(value, list):
+            value = ",".join(str(item) for item in value)
         rows.append((name, "" if value is None else str(value), field.description or ""))
     return rows

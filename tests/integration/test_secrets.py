@@ -223,7 +223,7 @@ def test_the_web_app_does_not_start_with_another_key(db: Database, settings: Set
     with pytest.raises(SecretKeyMismatch, match=MISMATCH), TestClient(create_app(wrong, db)):
         pass
 
-    with TestClient(create_app(settings, db)) as client:  # the right key still starts
+    with TestClient(create_app(settings, db), base_url="http://localhost") as client:
         assert client.get("/health/ready").status_code == 200
 
 

@@ -22,7 +22,7 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 @pytest.fixture
 def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db)) as test_client:
+    with TestClient(create_app(settings, db), base_url="http://localhost") as test_client:
         yield test_client
 
 

@@ -8,6 +8,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
+from pocketcode.cli.auth_cmds import token_app, totp_app, user_app
 from pocketcode.cli.config_cmd import config_app
 from pocketcode.cli.db import db_app
 from pocketcode.cli.dev import dev_app
@@ -33,6 +34,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(dev_app, name="dev")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(user_app, name="user")
+app.add_typer(totp_app, name="totp")
+app.add_typer(token_app, name="token")
 
 err_console = Console(stderr=True)
 

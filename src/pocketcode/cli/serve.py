@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import signal
 import socket
 import threading
@@ -65,14 +66,25 @@ def serve(
                 "first and create the owner account."
             )
         url = server_url(settings.host, settings.port)
+        # First run: a one-time token lets the browser create the owner account. It goes in the
+        # URL fragment, which browsers never send, so it reaches no request line or log; the
+        # web client posts it in a request body. Printed to this terminal only, never logged.
+        setup_token = secrets.token_urlsafe(32) if count_users(db) == 0 else None
 
         def announce() -> None:
             console.print(f"pocketcode is running at [bold]{url}[/]")
+            if setup_token is not None:
+                console.print(
+                    f"no account yet: open [bold]{url}#token={setup_token}[/] to create the "
+                    "owner account (or run `pocketcode user create`)"
+                )
             console.print(
                 f"database: {mask_url_password(settings.effective_database_url)}", style="dim"
             )
 
-        run_server(create_app(settings, db), settings, on_listening=announce)
+        run_server(
+            create_app(settings, db, setup_token=setup_token), settings, on_listening=announce
+        )
     finally:
         db.dispose()
     console.print("pocketcode stopped")

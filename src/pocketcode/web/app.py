@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pocketcode import __version__
 from pocketcode.config import Settings
 from pocketcode.db.engine import Database
 from pocketcode.domain.errors import PocketcodeError
+from pocketcode.services.auth import AuthService, TooManyAttempts
 from pocketcode.services.secrets import Keyring, load_keyring, verify_keyring
+from pocketcode.web.security import RequestPolicy, SecurityMiddleware
 
 if TYPE_CHECKING:
     from pocketcode.services.runtime import Runtime
@@ -28,15 +35,25 @@ class AppState:
     keyring: Keyring
     started_at: float
     runtime: Runtime | None = None
+    auth: AuthService | None = None
+    # SHA-256 of the one-time setup token `serve` printed; None once used or when not issued.
+    setup_token_hash: str | None = None
 
 
 def create_app(
-    settings: Settings, db: Database | None = None, *, run_agents: bool = True
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    run_agents: bool = True,
+    setup_token: str | None = None,
 ) -> FastAPI:
     """Build the app. The database must already be migrated (`serve` does it first).
 
     With `run_agents`, the lifespan also starts the event bus and the run manager (which
-    recovers runs a previous server left behind, then claims queued prompts)."""
+    recovers runs a previous server left behind, then claims queued prompts). `setup_token`
+    is the one-time secret that lets `POST /api/auth/setup` create the owner account; only
+    its hash is kept."""
+    setup_hash = hashlib.sha256(setup_token.encode()).hexdigest() if setup_token else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +66,12 @@ def create_app(
                 from pocketcode.services.runtime import Runtime
 
                 runtime = await Runtime.start(settings, database, keyring)
-            app.state.pocketcode = AppState(settings, database, keyring, time.monotonic(), runtime)
+            auth = AuthService(
+                database, keyring, session_ttl=timedelta(days=settings.session_ttl_days)
+            )
+            app.state.pocketcode = AppState(
+                settings, database, keyring, time.monotonic(), runtime, auth, setup_hash
+            )
             yield
         finally:
             if runtime is not None:
@@ -66,12 +88,53 @@ def create_app(
 
     @app.exception_handler(PocketcodeError)
     async def _domain_error(_request: Request, exc: PocketcodeError) -> JSONResponse:
-        return JSONResponse(
-            {"error": exc.message, "code": exc.code, "statusCode": exc.status_code},
-            status_code=exc.status_code,
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else {}
+        return error_response(exc.status_code, exc.code, exc.message, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = (
+            HTTPStatus(exc.status_code).name
+            if exc.status_code in HTTPStatus._value2member_map_
+            else "ERROR"
+        )
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where and what, never the input: it may be a password.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+            for error in exc.errors()
+        )
+        return error_response(422, "VALIDATION_ERROR", f"invalid request: {problems}")
+
+    app.add_middleware(SecurityMiddleware, policy=RequestPolicy(settings))
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        # Outside the security middleware: a preflight carries no credentials.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
 
-    from pocketcode.web.routes import health
+    from pocketcode.web.routes import auth, health
 
     app.include_router(health.router)
+    app.include_router(auth.router)
     return app
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape of the API."""
+    return JSONResponse(
+        {"error": message, "code": code, "statusCode": status},
+        status_code=status,
+        headers=headers,
+    )

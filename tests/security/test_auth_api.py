@@ -1,0 +1,338 @@
+"""Login, logout, sessions, tokens, TOTP and throttling through the real app, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pyotp
+import pytest
+from fastapi.testclient import TestClient
+
+from pocketcode.services.auth import AttemptThrottle
+from tests.security.conftest import (
+    BASE,
+    PASSWORD,
+    SETUP_TOKEN,
+    USERNAME,
+    MakeClient,
+    auth_of,
+    login,
+)
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+NEW_PASSWORD = "a-new-password-canary-31b8"
+
+
+def error(response: Any, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json() == {
+        "error": response.json()["error"],
+        "code": code,
+        "statusCode": status,
+    }
+
+
+# --- setup ------------------------------------------------------------------------------------
+
+
+def test_setup_needs_the_one_time_token_and_works_once(client: TestClient) -> None:
+    assert client.get("/api/auth/status").json() == {
+        "setupRequired": True,
+        "authenticated": False,
+        "user": None,
+    }
+    body = {"token": "wrong", "username": USERNAME, "password": PASSWORD}
+    error(client.post("/api/auth/setup", json=body), 403, "FORBIDDEN")
+
+    response = client.post("/api/auth/setup", json={**body, "token": SETUP_TOKEN})
+    assert response.status_code == 201, response.text
+    assert response.json()["user"]["isOwner"] is True
+    assert client.get("/api/auth/me").json()["user"]["username"] == USERNAME
+    status = client.get("/api/auth/status").json()
+    assert (status["setupRequired"], status["authenticated"]) == (False, True)
+
+    client.cookies.clear()
+    again = {**body, "token": SETUP_TOKEN, "username": "second"}
+    error(client.post("/api/auth/setup", json=again), 409, "CONFLICT")
+
+
+def test_setup_refuses_a_short_password(client: TestClient) -> None:
+    body = {"token": SETUP_TOKEN, "username": USERNAME, "password": "short-pw"}
+    error(client.post("/api/auth/setup", json=body), 400, "INVALID_INPUT")
+    assert client.get("/api/auth/status").json()["setupRequired"] is True
+
+
+# --- login and logout -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("owner")
+def test_login_sets_a_strict_http_only_cookie_and_logout_revokes_it(client: TestClient) -> None:
+    response = login(client)
+    assert response.status_code == 200, response.text
+    assert TIMESTAMP.match(response.json()["expiresAt"])
+    assert TIMESTAMP.match(response.json()["user"]["lastLoginAt"])
+    cookie = response.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert cookie.startswith("pocketcode_session=")
+    assert {"httponly", "path", "samesite", "max-age"} <= attributes
+    assert "samesite=strict" in cookie.lower()
+    assert "path=/" in cookie.lower()
+    assert "secure" not in attributes  # plain http on localhost; https adds it (below)
+
+    token = client.cookies["pocketcode_session"]
+    assert client.get("/api/auth/me").json()["authMethod"] == "cookie"
+    assert client.post("/api/auth/logout").status_code == 204
+
+    client.cookies.set("pocketcode_session", token)  # replaying the old cookie
+    error(client.get("/api/auth/me"), 401, "UNAUTHENTICATED")
+
+
+@pytest.mark.usefixtures("owner")
+def test_cookie_is_secure_behind_an_https_public_url(make_client: MakeClient) -> None:
+    client = make_client(public_url="https://code.example.com")
+    cookie = login(client).headers["set-cookie"].lower()
+    assert "; secure" in cookie
+
+
+@pytest.mark.usefixtures("owner")
+def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestClient) -> None:
+    wrong = login(client, "not-the-password-at-all")
+    unknown = client.post(
+        "/api/auth/login", json={"username": "nobody", "password": "not-the-password-at-all"}
+    )
+    error(wrong, 401, "UNAUTHENTICATED")
+    assert wrong.json() == unknown.json()
+    assert "set-cookie" not in wrong.headers
+
+
+@pytest.mark.usefixtures("owner")
+def test_an_unknown_user_is_checked_against_the_dummy_hash(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from argon2 import PasswordHasher
+
+    auth = auth_of(client)
+    verified: list[str] = []
+
+    class SpyHasher(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            verified.append(str(hash))
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(auth, "hasher", SpyHasher(time_cost=1, memory_cost=8, parallelism=1))
+    client.post("/api/auth/login", json={"username": "nobody", "password": "whatever-pw-123"})
+    assert verified == [auth.dummy_hash]
+    assert verified[0].startswith("$argon2id$")
+
+
+def test_a_weaker_stored_hash_is_upgraded_at_login(client: TestClient, owner: str) -> None:
+    from argon2 import PasswordHasher
+
+    from pocketcode.db.tables import UserRow
+
+    auth = auth_of(client)
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, salt_len=8).hash(PASSWORD)
+    with auth.db.write() as session:
+        row = session.get(UserRow, auth.find_user(USERNAME).id)
+        assert row is not None
+        row.password_hash = weak
+    assert login(client).status_code == 200
+    with auth.db.read() as session:
+        row = session.get(UserRow, auth.find_user(USERNAME).id)
+        assert row is not None
+        assert row.password_hash != weak
+        assert not auth.hasher.check_needs_rehash(row.password_hash)
+
+
+@pytest.mark.usefixtures("owner")
+def test_password_change_revokes_the_other_sessions(make_client: MakeClient) -> None:
+    phone, laptop = make_client(), make_client()
+    assert login(phone).status_code == 200
+    assert login(laptop).status_code == 200
+
+    response = laptop.post(
+        "/api/auth/password",
+        json={"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"revokedSessions": 1}
+    assert laptop.get("/api/auth/me").status_code == 200  # the session that changed it stays
+    error(phone.get("/api/auth/me"), 401, "UNAUTHENTICATED")
+
+    phone.cookies.clear()
+    error(login(phone), 401, "UNAUTHENTICATED")
+    assert login(phone, NEW_PASSWORD).status_code == 200
+
+
+@pytest.mark.usefixtures("owner")
+def test_password_change_needs_the_current_password(client: TestClient) -> None:
+    login(client)
+    response = client.post(
+        "/api/auth/password",
+        json={"currentPassword": "wrong-password-xx", "newPassword": NEW_PASSWORD},
+    )
+    error(response, 401, "UNAUTHENTICATED")
+    assert client.get("/api/auth/me").status_code == 200
+
+
+# --- throttling -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("owner")
+def test_repeated_failures_are_throttled_with_retry_after(client: TestClient) -> None:
+    auth = auth_of(client)
+    for _ in range(auth.throttle.limit):
+        error(login(client, "wrong-password-xx"), 401, "UNAUTHENTICATED")
+
+    throttled = login(client)  # even the right password, until the window passes
+    error(throttled, 429, "TOO_MANY_ATTEMPTS")
+    retry_after = int(throttled.headers["retry-after"])
+    assert 0 < retry_after <= auth.throttle.window
+
+
+def test_the_window_slides() -> None:
+    now = [1000.0]
+    throttle = AttemptThrottle(limit=2, window=60, clock=lambda: now[0])
+    throttle.failed("k")
+    now[0] += 30
+    throttle.failed("k")
+    with pytest.raises(Exception, match="try again in 30 s") as info:
+        throttle.check("k")
+    assert getattr(info.value, "retry_after", None) == 30
+    now[0] += 30.5  # the first failure aged out
+    throttle.check("k")
+    throttle.check("other")
+    throttle.failed("k")
+    with pytest.raises(Exception, match="too many"):
+        throttle.check("k")
+    throttle.succeeded("k")
+    throttle.check("k")
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("owner")
+def test_api_tokens_authenticate_with_bearer_and_not_in_a_query_string(
+    make_client: MakeClient,
+) -> None:
+    browser = make_client()
+    login(browser)
+    created = browser.post("/api/auth/tokens", json={"name": "phone"})
+    assert created.status_code == 201, created.text
+    token = created.json()["token"]
+    token_id = created.json()["id"]
+    assert token.startswith(created.json()["prefix"])
+
+    cli = make_client(headers={})
+    me = cli.get("/api/auth/me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["authMethod"] == "bearer"
+    for name in ("token", "access_token", "api_key", "pocketcode_session"):
+        error(cli.get(f"/api/auth/me?{name}={token}"), 401, "UNAUTHENTICATED")
+    error(
+        cli.get("/api/auth/me", headers={"authorization": "Bearer pct_nope"}),
+        401,
+        "UNAUTHENTICATED",
+    )
+    error(
+        cli.get("/api/auth/me", headers={"authorization": f"Basic {token}"}), 401, "UNAUTHENTICATED"
+    )
+
+    listed = browser.get("/api/auth/tokens").json()
+    assert [item["id"] for item in listed] == [token_id]
+    assert "token" not in listed[0]
+    assert TIMESTAMP.match(listed[0]["lastUsedAt"])
+
+    assert browser.delete(f"/api/auth/tokens/{token_id}").status_code == 204
+    error(
+        cli.get("/api/auth/me", headers={"authorization": f"Bearer {token}"}),
+        401,
+        "UNAUTHENTICATED",
+    )
+    assert browser.get("/api/auth/tokens").json() == []
+    error(browser.delete(f"/api/auth/tokens/{token_id}"), 404, "NOT_FOUND")
+    error(browser.delete("/api/auth/tokens/not-an-id"), 404, "NOT_FOUND")
+
+
+@pytest.mark.usefixtures("owner")
+def test_bearer_clients_need_no_origin_for_unsafe_methods(client: TestClient) -> None:
+    login(client)
+    token = client.post("/api/auth/tokens", json={"name": "cli"}).json()["token"]
+    script = TestClient(client.app, base_url=BASE)
+    response = script.post(
+        "/api/auth/tokens",
+        json={"name": "from-script"},
+        headers={"authorization": f"Bearer {token}", "origin": "https://evil.example"},
+    )
+    assert response.status_code == 201, response.text
+
+
+# --- TOTP -------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("owner")
+def test_totp_codes_and_recovery_codes_work_once(make_client: MakeClient) -> None:
+    client = make_client()
+    login(client)
+    enrolled = client.post("/api/auth/totp/enroll").json()
+    secret = enrolled["secret"]
+    assert enrolled["otpauthUri"].startswith("otpauth://totp/pocketcode:owner?")
+    totp = pyotp.TOTP(secret)
+
+    error(client.post("/api/auth/totp/confirm", json={"code": "000000"}), 400, "INVALID_INPUT")
+    confirmed = client.post("/api/auth/totp/confirm", json={"code": totp.now()})
+    assert confirmed.status_code == 200, confirmed.text
+    recovery = confirmed.json()["recoveryCodes"]
+    assert len(recovery) == 10 and len(set(recovery)) == 10
+    assert client.get("/api/auth/me").json()["user"]["totpEnabled"] is True
+
+    other = make_client()
+    error(login(other), 401, "TOTP_REQUIRED")
+    # The code that confirmed enrolment is spent: a login with it fails.
+    error(login(other, totpCode=totp.now()), 401, "UNAUTHENTICATED")
+    next_code = totp.at(totp.timecode(time.time()) * 30 + 30)  # the next step
+    assert login(other, totpCode=next_code).status_code == 200
+    other.cookies.clear()
+    error(login(other, totpCode=next_code), 401, "UNAUTHENTICATED")  # reuse
+
+    assert login(other, recoveryCode=recovery[0].upper()).status_code == 200
+    other.cookies.clear()
+    error(login(other, recoveryCode=recovery[0]), 401, "UNAUTHENTICATED")
+    assert login(other, recoveryCode=recovery[1]).status_code == 200
+
+    error(
+        client.post("/api/auth/totp/disable", json={"password": "wrong-pw-xx"}),
+        401,
+        "UNAUTHENTICATED",
+    )
+    assert client.post("/api/auth/totp/disable", json={"password": PASSWORD}).status_code == 204
+    other.cookies.clear()
+    assert login(other).status_code == 200
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_malformed_requests_get_the_error_shape_without_echoing_input(client: TestClient) -> None:
+    canary = "input-canary-9a7e"
+    response = client.post("/api/auth/login", json={"username": canary, "password": ""})
+    error(response, 422, "VALIDATION_ERROR")
+    assert "password" in response.json()["error"]
+    assert canary not in response.text
+    error(
+        client.post(
+            "/api/auth/login", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
+    error(
+        client.post("/api/auth/login", json={"username": "x", "password": "y", "extra": 1}),
+        422,
+        "VALIDATION_ERROR",
+    )
+    error(client.put("/api/auth/login", json={}), 405, "METHOD_NOT_ALLOWED")
