@@ -140,7 +140,7 @@ async def test_a_follow_up_reuses_the_live_process_and_the_model_sees_the_earlie
     assert first.process.create_time == second.process.create_time
     assert first.process.create_time == processes.process_create_time(first.process.pid)
     # Warm: no CLI start-up (the cold one costs ~0.4 s here).
-    assert second.time_to_first_message() < 0.25 < first.time_to_first_message()
+    assert second.time_to_first_message() < first.time_to_first_message() / 2
     texts = server.main_requests[1].texts
     assert texts.index("first question") < texts.index("The first answer.")
     assert texts[-1] == "second question"

@@ -171,7 +171,8 @@ def test_wait_for_jobs_wakes_up_at_once(db: Database) -> None:
         notified_at = time.perf_counter()
         await bus.notify_jobs()
         await task
-        assert woken_at[0] - notified_at < 0.05
+        # Woken by the notification, not by the 5 s timeout (bound loose for a loaded CI).
+        assert woken_at[0] - notified_at < 1.0
         # A notification while nobody waits is not lost.
         await bus.notify_jobs()
         assert await bus.wait_for_jobs(0) is True
