@@ -122,10 +122,13 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
 
-    from pocketcode.web.routes import auth, health
+    from pocketcode.web.routes import auth, events, health, projects, sessions
 
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(sessions.router)
+    app.include_router(events.router)
+    app.include_router(projects.router)
     return app
 
 
