@@ -4,14 +4,30 @@ left out of its view), and every PokéCode endpoint answers in its documented sh
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow
 from pocketcode.domain.states import MessageType
+from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.web.presenters import pokecode_message
-from tests.api.pokecode_schema import Message, check
+from tests.api.pokecode_schema import (
+    ConnectOut,
+    DeviceList,
+    ErrorBody,
+    Message,
+    MessagesPage,
+    QueueMetrics,
+    Session,
+    SessionList,
+    Success,
+    Timestamp,
+    check,
+)
 
 
 def _row(
@@ -202,3 +218,143 @@ def test_tool_results_keep_their_tool_use_id_and_error_flag() -> None:
     assert message is not None
     assert "isError" not in message["data"]["data"]
     assert message["parentToolUseId"] == "toolu_task"
+
+
+# -- the endpoints, through the real app -------------------------------------------------------
+
+
+def _create(api: TestClient, project: Path, path: str = "/api/sessions/") -> dict[str, Any]:
+    response = api.post(path, json={"projectPath": str(project), "provider": "claude-code"})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _store(db: Database, session_id: str, *messages: NewMessage) -> None:
+    MessageService(db).append_many(uuid.UUID(session_id), list(messages))
+
+
+def test_session_endpoints_answer_in_pokecodes_shapes(
+    api: TestClient, project: Path, db: Database
+) -> None:
+    for path, provider in (("/api/sessions", "claude"), ("/api/sessions/", "claude-code")):
+        response = api.post(path, json={"projectPath": str(project), "provider": provider})
+        assert response.status_code == 201, response.text
+        created = check(Session, response.json())
+        assert created["provider"] == "claude-code"
+        assert (created["state"], created["isWorking"], created["messageCount"]) == (
+            "active",
+            False,
+            0,
+        )
+        assert created["lastMessageSentAt"] is None and created["currentJobId"] is None
+        assert created["name"] == "my-project"
+    session_id = created["id"]
+
+    for path in ("/api/sessions", "/api/sessions/"):
+        listed = check(SessionList, api.get(path).json())
+        assert (listed["total"], listed["limit"], listed["offset"]) == (2, 20, 0)
+    check(Session, api.get(f"/api/sessions/{session_id}").json())
+    patched = api.patch(f"/api/sessions/{session_id}", json={"context": "c", "metadata": {"a": 1}})
+    assert patched.status_code == 200, patched.text
+    check(Session, patched.json())
+
+    _store(
+        db,
+        session_id,
+        NewMessage(MessageType.USER, "hi", subtype="prompt"),
+        NewMessage(MessageType.ASSISTANT, "thinking", subtype="thinking"),
+        NewMessage(
+            MessageType.ASSISTANT,
+            "Read",
+            subtype="tool_use",
+            raw=_line(
+                "assistant",
+                {"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "/a"}},
+            ),
+        ),
+        NewMessage(
+            MessageType.USER,
+            "text of a",
+            subtype="tool_result",
+            raw=_line("user", {"type": "tool_result", "tool_use_id": "t1", "content": "x"}),
+            parent_tool_use_id="t1",
+        ),
+        NewMessage(MessageType.ASSISTANT, "done", subtype="text"),
+        NewMessage(MessageType.RESULT, "done", subtype="success"),
+    )
+    page = check(MessagesPage, api.get(f"/api/sessions/{session_id}/messages?limit=1000").json())
+    assert [m["type"] for m in page["messages"]] == ["user", "assistant", "assistant", "assistant"]
+    assert page["pagination"] == {"hasNextPage": False, "nextCursor": None, "totalFetched": 4}
+    assert page["session"]["messageCount"] == 6
+    check(Timestamp, page["session"]["lastMessageSentAt"])
+
+    raw = api.get(f"/api/sessions/{session_id}/messages/raw")
+    assert raw.status_code == 200 and len(raw.json()) == 6
+    assert all(isinstance(item, dict) for item in raw.json())
+
+    deleted = api.delete(f"/api/sessions/{session_id}")
+    assert check(Success, deleted.json()) == {"success": True}
+    gone = api.get(f"/api/sessions/{session_id}")
+    assert gone.status_code == 404
+    assert gone.json() == {"error": "Session not found", "code": "NOT_FOUND", "statusCode": 404}
+
+
+def test_prompt_is_an_empty_202_and_cancel_an_empty_204(api: TestClient, project: Path) -> None:
+    session_id = _create(api, project)["id"]
+    sent = api.post(f"/api/sessions/{session_id}/messages", json={"content": "hello"})
+    assert sent.status_code == 202
+    assert sent.content == b""
+    assert sent.headers.get("content-length") == "0"
+    assert "content-type" not in sent.headers  # an empty body must not claim to be JSON
+
+    cancelled = api.post(f"/api/sessions/{session_id}/cancel")
+    assert cancelled.status_code == 204
+    assert cancelled.content == b""
+
+    page = check(MessagesPage, api.get(f"/api/sessions/{session_id}/messages").json())
+    assert [m["data"] for m in page["messages"]] == [{"content": "hello"}]
+    assert page["session"]["lastMessageSentAt"] is not None
+
+
+def test_connect_devices_and_queue_metrics_shapes(api: TestClient) -> None:
+    body = {"device_id": "dev-1", "device_name": "  Phone  ", "platform": "ios"}
+    connected = check(ConnectOut, api.post("/api/connect", json=body).json())
+    assert connected["poll_interval_s"] > 0
+    api.post("/api/connect", json={"device_id": "dev-2", "device_name": "Tablet"})
+
+    devices = check(DeviceList, api.get("/api/connect/devices").json())
+    assert devices["total"] == 2 and (devices["limit"], devices["offset"]) == (100, 0)
+    by_id = {d["deviceId"]: d for d in devices["devices"]}
+    assert by_id["dev-1"]["deviceName"] == "Phone"
+    assert (by_id["dev-2"]["platform"], by_id["dev-2"]["appVersion"]) == (None, None)
+
+    metrics = check(QueueMetrics, api.get("/api/queue/metrics").json())
+    assert metrics == {
+        "waiting": 0,
+        "active": 0,
+        "completed": 0,
+        "failed": 0,
+        "delayed": 0,
+        "paused": 0,
+        "total": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"device_id": "", "device_name": "x"}',
+        b'{"device_id": "d", "device_name": "x", "platform": "windows"}',
+        b'{"device_id": "d", "device_name": "' + b"x" * 129 + b'"}',
+        b'{"device_id": "d", "device_name": "   "}',
+        b'{"device_id": 5, "device_name": "x"}',
+    ],
+)
+def test_connect_refuses_bad_bodies_with_400(api: TestClient, body: bytes) -> None:
+    response = api.post("/api/connect", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = check(ErrorBody, response.json())
+    assert (error["code"], error["statusCode"]) == ("INVALID_INPUT", 400)

@@ -1,7 +1,437 @@
-"""(filled in by the API work of issue 4)"""
+"""Sessions and messages: PokéCode's endpoints with its exact shapes (../shared/pokecode-api.md),
+and pocketcode's own on the same resources (queue, permissions, pricing, settings, usage).
+
+Every route here is private (see `web.security`). The services do the work; blocking calls run
+in sync routes (FastAPI's thread pool) or through `run_in_threadpool`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from pocketcode.db.tables import DeviceRow, ModelPricingRow, SessionRow
+from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
+from pocketcode.domain.states import LifecycleStatus, Provider
+from pocketcode.domain.timefmt import iso_z, now_iso_z
+from pocketcode.services.app_settings import AppSettingsService, mask
+from pocketcode.services.devices import DeviceService
+from pocketcode.services.events import Event
+from pocketcode.services.jobs import JobService
+from pocketcode.services.messages import MAX_PAGE as MAX_MESSAGES
+from pocketcode.services.messages import MessageService
+from pocketcode.services.permissions import Answer, PermissionService, request_data
+from pocketcode.services.pricing import PricingService
+from pocketcode.services.runs import validate_run_options
+from pocketcode.services.sessions import SessionService
+from pocketcode.services.usage import UsageTotals, queue_counts, usage_summary
+from pocketcode.web.app import AppState
+from pocketcode.web.deps import app_state, current_principal
+from pocketcode.web.presenters import job_view, pokecode_message, raw_message, session_view
+from pocketcode.web.schemas import (
+    ConnectIn,
+    CreateSessionIn,
+    PermissionAnswerIn,
+    PricesIn,
+    PromptIn,
+    SettingIn,
+    UpdateSessionIn,
+)
+from pocketcode.web.security import Principal
+
+router = APIRouter(prefix="/api", tags=["sessions"])
+
+State = Annotated[AppState, Depends(app_state)]
+Me = Annotated[Principal, Depends(current_principal)]
+Json = dict[str, Any]
+
+POLL_INTERVAL_S = 5
+# PokéCode's client sends these model names; the CLI knows opus-plan as `opusplan`.
+_MODEL_ALIASES = {"opus-plan": "opusplan"}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _sessions(state: AppState) -> SessionService:
+    return SessionService(state.db, state.settings.allowed_roots)
+
+
+def _permissions(state: AppState) -> PermissionService:
+    return state.runtime.permissions if state.runtime else PermissionService(state.db)
+
+
+def _load(state: AppState, session_id: str) -> SessionRow:
+    """The session, or PokéCode's exact 404."""
+    try:
+        return _sessions(state).get(session_id)
+    except NotFound:
+        raise NotFound("Session not found") from None
+
+
+def _pending_counts(state: AppState) -> dict[uuid.UUID, int]:
+    counts: dict[uuid.UUID, int] = {}
+    for request in _permissions(state).pending():
+        counts[request.session_id] = counts.get(request.session_id, 0) + 1
+    return counts
+
+
+def _view(state: AppState, row: SessionRow) -> Json:
+    pending = len(_permissions(state).pending(row.id))
+    return session_view(row, pending_permissions=pending)
+
+
+# -- sessions (PokéCode) ---------------------------------------------------------------------
+
+
+@router.post("/sessions/", status_code=201, include_in_schema=False)
+@router.post("/sessions", status_code=201, summary="Create a session in a project folder")
+def create_session(body: CreateSessionIn, state: State, _me: Me) -> Json:
+    if body.provider in ("codex-cli", "codex"):
+        raise InvalidInput("the Codex provider is not supported by this server yet")
+    row = _sessions(state).create(
+        body.project_path,
+        provider=Provider.CLAUDE_CODE,
+        title=body.title,
+        context=body.context,
+        model=body.model,
+        permission_mode=body.permission_mode,
+        metadata=body.metadata,
+    )
+    return session_view(row)
+
+
+@router.get("/sessions/", include_in_schema=False)
+@router.get("/sessions", summary="Sessions, most recently accessed first")
+def list_sessions(
+    state: State,
+    _me: Me,
+    session_state: Annotated[
+        Literal["active", "inactive", "archived"] | None, Query(alias="state")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Json:
+    status = LifecycleStatus(session_state) if session_state else None
+    rows, total = _sessions(state).list_sessions(status=status, limit=limit, offset=offset)
+    pending = _pending_counts(state)
+    return {
+        "sessions": [session_view(r, pending_permissions=pending.get(r.id, 0)) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/sessions/{session_id}", summary="One session")
+def get_session(session_id: str, state: State, _me: Me) -> Json:
+    return _view(state, _load(state, session_id))
+
+
+@router.patch(
+    "/sessions/{session_id}",
+    summary="Change context, metadata, title, model, permission mode; archive or unarchive",
+)
+def update_session(session_id: str, body: UpdateSessionIn, state: State, _me: Me) -> Json:
+    _load(state, session_id)
+    row = _sessions(state).update(
+        session_id,
+        title=body.title,
+        context=body.context,
+        model=body.model,
+        permission_mode=body.permission_mode,
+        metadata=body.metadata,
+        status=LifecycleStatus(body.status) if body.status else None,
+    )
+    return _view(state, row)
+
+
+@router.delete("/sessions/{session_id}", summary="Delete a session (refused while it runs)")
+def delete_session(session_id: str, state: State, _me: Me) -> Json:
+    _load(state, session_id)
+    _sessions(state).delete(session_id)
+    return {"success": True}
+
+
+# -- messages (PokéCode) ---------------------------------------------------------------------
+
+
+@router.get("/sessions/{session_id}/messages", summary="Messages in PokéCode's shape, oldest first")
+def list_messages(
+    session_id: str,
+    state: State,
+    _me: Me,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = 50,
+) -> Json:
+    row = _load(state, session_id)
+    page = MessageService(state.db).page(row.id, after_id=after, limit=limit)
+    messages = [m for m in map(pokecode_message, page.messages) if m is not None]
+    return {
+        "messages": messages,
+        "session": _view(state, row),
+        "pagination": {
+            "hasNextPage": page.has_next_page,
+            "nextCursor": page.next_cursor,
+            "totalFetched": len(messages),
+        },
+    }
+
+
+@router.get("/sessions/{session_id}/messages/raw", summary="What the agent sent, as stored")
+def raw_messages(
+    session_id: str,
+    state: State,
+    _me: Me,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = MAX_MESSAGES,
+) -> list[Json]:
+    row = _load(state, session_id)
+    page = MessageService(state.db).page(row.id, after_id=after, limit=limit)
+    return [raw_message(m) for m in page.messages]
+
+
+@router.post(
+    "/sessions/{session_id}/messages",
+    status_code=202,
+    response_class=Response,
+    summary="Queue a prompt (202, empty body: PokéCode's client parses no body then)",
+)
+async def send_prompt(session_id: str, body: PromptIn, state: State, _me: Me) -> Response:
+    row = await run_in_threadpool(_load, state, session_id)
+    options: Json = {"allowedTools": body.allowed_tools, "permissionMode": body.permission_mode}
+    if body.model is not None:
+        options["model"] = _MODEL_ALIASES.get(body.model, body.model)
+    checked = validate_run_options(options)
+    if state.runtime is not None:
+        await state.runtime.runs.submit(row.id, body.content, checked)
+    else:
+        # Without a run manager here, the prompt waits for a server process that has one.
+        await run_in_threadpool(JobService(state.db).enqueue, row.id, body.content, checked)
+    return Response(status_code=202)
+
+
+@router.post(
+    "/sessions/{session_id}/cancel",
+    status_code=204,
+    response_class=Response,
+    summary="Stop the session's current run (queued prompts stay queued)",
+)
+async def cancel_run(session_id: str, state: State, _me: Me) -> Response:
+    row = await run_in_threadpool(_load, state, session_id)
+    if state.runtime is not None:
+        await state.runtime.runs.cancel_session(row.id)
+    elif row.is_working:
+        raise Conflict("this server process runs no prompts; cancel on the one running it")
+    return Response(status_code=204)
+
+
+# -- the prompt queue ------------------------------------------------------------------------
+
+
+@router.get("/sessions/{session_id}/queue", summary="Prompts waiting to run, next first")
+def list_queue(session_id: str, state: State, _me: Me) -> Json:
+    row = _load(state, session_id)
+    return {"jobs": [job_view(job) for job in JobService(state.db).list_queue(row.id)]}
+
+
+@router.delete("/sessions/{session_id}/queue/{job_id}", summary="Cancel one queued prompt")
+async def cancel_queued(session_id: str, job_id: str, state: State, _me: Me) -> Json:
+    row = await run_in_threadpool(_load, state, session_id)
+    jobs = JobService(state.db)
+    job = await run_in_threadpool(jobs.get, job_id)
+    if job.session_id != row.id:
+        raise NotFound(f"job {job_id} not found")
+    if state.runtime is not None:
+        job = await state.runtime.runs.cancel_job(job.id)
+    else:
+        job = await run_in_threadpool(jobs.cancel_pending, job.id)
+    return {"job": job_view(job)}
+
+
+# -- permissions -----------------------------------------------------------------------------
+
+
+@router.get("/sessions/{session_id}/permissions", summary="Tool uses waiting for an answer")
+def list_permissions(session_id: str, state: State, _me: Me) -> Json:
+    row = _load(state, session_id)
+    return {"permissions": [request_data(r) for r in _permissions(state).pending(row.id)]}
+
+
+@router.post("/permissions/{request_id}", summary="Answer a tool use: allow, deny or always")
+async def answer_permission(
+    request_id: str, body: PermissionAnswerIn, state: State, me: Me
+) -> Json:
+    answered = await run_in_threadpool(
+        lambda: _permissions(state).answer(
+            request_id, Answer(body.decision), reason=body.reason, user_id=me.user_id
+        )
+    )
+    data = request_data(answered)
+    if state.runtime is not None:
+        await state.runtime.bus.publish(Event(answered.session_id, "permission", None, data))
+    return {"permission": data}
+
+
+# -- pricing ---------------------------------------------------------------------------------
+
+
+def _price_view(row: ModelPricingRow) -> Json:
+    def number(value: Decimal | None) -> float | None:
+        return float(value) if value is not None else None
+
+    return {
+        "modelName": row.model_name,
+        "inputPricePerMillion": number(row.input_price_per_million),
+        "outputPricePerMillion": number(row.output_price_per_million),
+        "cacheWriteMultiplier": number(row.cache_write_multiplier),
+        "cacheReadMultiplier": number(row.cache_read_multiplier),
+        "updatedAt": iso_z(row.updated_at),
+    }
+
+
+@router.get("/pricing", summary="Model prices (USD per million tokens)")
+def list_pricing(state: State, _me: Me) -> Json:
+    return {"prices": [_price_view(r) for r in PricingService(state.db).list_prices()]}
+
+
+@router.put("/pricing", summary="Set the prices of the given models")
+def update_pricing(body: PricesIn, state: State, _me: Me) -> Json:
+    pricing = PricingService(state.db)
+    for price in body.prices:
+        pricing.upsert(
+            price.model_name,
+            input_per_million=price.input_price_per_million,
+            output_per_million=price.output_price_per_million,
+            cache_write_multiplier=price.cache_write_multiplier,
+            cache_read_multiplier=price.cache_read_multiplier,
+        )
+    return {"prices": [_price_view(r) for r in pricing.list_prices()]}
+
+
+# -- settings (secrets are write-only) -------------------------------------------------------
+
+
+def _setting_view(key: str, value: str | None) -> Json:
+    return {"key": key, "isSet": value is not None, "masked": mask(value) if value else None}
+
+
+@router.get("/settings/{key}", summary="Whether a setting is set, masked; never its value")
+def get_setting(key: str, state: State, _me: Me) -> Json:
+    return _setting_view(key, AppSettingsService(state.db, state.keyring).get(key))
+
+
+@router.put("/settings/{key}", summary="Set a setting (stored encrypted)")
+def put_setting(key: str, body: SettingIn, state: State, _me: Me) -> Json:
+    AppSettingsService(state.db, state.keyring).set(key, body.value)
+    return _setting_view(key, body.value)
+
+
+@router.delete("/settings/{key}", summary="Remove a setting")
+def delete_setting(key: str, state: State, _me: Me) -> Json:
+    if not AppSettingsService(state.db, state.keyring).delete(key):
+        raise NotFound(f"setting {key} is not set")
+    return _setting_view(key, None)
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+
+def _totals(totals: UsageTotals) -> Json:
+    return {
+        "jobs": totals.jobs,
+        "inputTokens": totals.input_tokens,
+        "outputTokens": totals.output_tokens,
+        "cacheCreationTokens": totals.cache_creation_tokens,
+        "cacheReadTokens": totals.cache_read_tokens,
+        "costUsd": float(totals.cost_usd),
+    }
+
+
+@router.get("/usage", summary="Tokens and cost by day, project and model")
+def get_usage(state: State, _me: Me, days: Annotated[int, Query(ge=1, le=366)] = 30) -> Json:
+    summary = usage_summary(state.db, days)
+    return {
+        "days": summary.days,
+        "total": _totals(summary.total),
+        "byDay": [{"day": k, **_totals(v)} for k, v in summary.by_day.items()],
+        "byProject": [{"projectPath": k, **_totals(v)} for k, v in summary.by_project.items()],
+        "byModel": [{"model": k, **_totals(v)} for k, v in summary.by_model.items()],
+    }
+
+
+# -- devices and the queue (PokéCode) ----------------------------------------------------------
+
+
+@router.post("/connect", summary="A mobile client reports in; answers how often to poll")
+async def connect(request: Request, state: State, _me: Me) -> Json:
+    # PokéCode answered 400 to a bad body here (elsewhere validation is 422).
+    try:
+        body = ConnectIn.model_validate(json.loads(await request.body()))
+    except ValueError as exc:  # JSONDecodeError and ValidationError alike
+        where = (
+            ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            if isinstance(exc, ValidationError)
+            else "body"
+        )
+        raise InvalidInput(f"invalid connect request: {where}") from None
+    await run_in_threadpool(
+        lambda: DeviceService(state.db).connect(
+            body.device_id,
+            body.device_name.strip(),
+            platform=body.platform,
+            app_version=body.app_version,
+        )
+    )
+    return {"status": "ok", "poll_interval_s": POLL_INTERVAL_S, "server_time": now_iso_z()}
+
+
+def _device_view(row: DeviceRow) -> Json:
+    return {
+        "deviceId": row.device_id,
+        "deviceName": row.device_name,
+        "platform": row.platform,
+        "appVersion": row.app_version,
+        "lastConnectedAt": iso_z(row.last_connected_at),
+    }
+
+
+@router.get("/connect/devices", summary="Devices seen recently")
+def list_devices(
+    state: State,
+    _me: Me,
+    active_within_seconds: Annotated[
+        int, Query(alias="activeWithinSeconds", ge=1, le=86400)
+    ] = 3600,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Json:
+    rows, total = DeviceService(state.db).list_active(
+        active_within_seconds=active_within_seconds, limit=limit, offset=offset
+    )
+    return {
+        "devices": [_device_view(r) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/queue/metrics", summary="Prompts waiting, running and finished")
+def queue_metrics(state: State, _me: Me) -> Json:
+    counts = queue_counts(state.db)
+    return {
+        "waiting": counts.waiting,
+        "active": counts.active,
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "delayed": 0,
+        "paused": 0,
+        "total": counts.waiting + counts.active,
+    }
