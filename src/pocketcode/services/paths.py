@@ -57,3 +57,21 @@ def normalise_relative_path(raw: str, *, what: str = "file path") -> str:
     if ".." in parts:
         raise InvalidInput(f"{what} may not contain '..': {raw!r}")
     return "/".join(parts)
+
+
+def is_inside(path: Path, base: Path) -> bool:
+    """Whether the real `path` is `base` or below it (both already resolved)."""
+    return path == base or path.is_relative_to(base)
+
+
+def resolve_inside_dir(base: Path, raw: str | None, *, what: str = "file path") -> Path:
+    """The real path of `raw`, a path relative to the directory `base`, which it must not
+    leave, also through a symlink. An empty or missing `raw` (or `.`) is `base` itself."""
+    real_base = Path(os.path.realpath(base))
+    if raw is None or raw in ("", "."):
+        return real_base
+    clean = normalise_relative_path(raw, what=what)
+    resolved = Path(os.path.realpath(real_base / clean))
+    if not is_inside(resolved, real_base):
+        raise InvalidInput(f"{what} {raw!r} leads outside the project")
+    return resolved
