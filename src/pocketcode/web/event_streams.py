@@ -1,0 +1,343 @@
+"""Live event streams that a client can leave and rejoin without missing or repeating a message.
+
+Every stream subscribes to the event bus first, then reads from the database what the client
+missed, then forwards live events, skipping the stored messages it already sent. Stored
+messages carry an `id:`, a cursor; ephemeral events (delta, state, queue, permission, done)
+carry none, so the browser's `lastEventId` stays on the last message sent. The opening
+heartbeat and every later one also carry the cursor, so a client that saw no message yet can
+still come back exactly where it left.
+
+Cursors
+- One session (`/api/sessions/{id}/events`): the seq of the last message sent, e.g. `42`.
+  Reconnecting with `Last-Event-ID: 42` replays seq 43, 44… from the database. A client that
+  fetched a page of messages before connecting passes the last seq it has as `?after=42`
+  (EventSource cannot set headers on its first request); `Last-Event-ID` wins over `after`.
+  Without either, the stream starts at the session's current last seq.
+- Every session (`/api/events`): `m1.<since_ms>.<session hex>-<seq>.<session hex>-<seq>…`.
+  Each listed session is at the seq given. A session not listed is one that had no message
+  created at or after `since_ms` (Unix ms) when the cursor was issued: the client has its
+  messages created before `since` and none after, so it is replayed from the last seq created
+  before `since`. `since` is 60 s (MARGIN) behind the moment the cursor's stream opened and
+  moves forward at every reconnect, when sessions quiet since then drop out of the list, so
+  the cursor only names sessions active in the last minute or so of its stream. This relies
+  on a message's `created_at` (set inside the transaction that gives it its seq) growing with
+  its seq and lying within MARGIN of its commit, across server processes too (clocks in step).
+
+A "resync" event from the bus (the subscriber fell behind, or the PostgreSQL listener lost
+events) is passed on to the client — ephemeral events may be lost: drop partial deltas and
+refetch the session state — and is followed at once by the stored messages missed, replayed
+from the database, and the pending permission requests. A cursor that cannot be read, or
+that is ahead of the session, also gets a "resync" and the stream starts from now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import MessageRow, SessionRow
+from pocketcode.domain.timefmt import iso_z
+from pocketcode.services.events import (
+    ALL_SESSIONS,
+    MESSAGE,
+    RESYNC,
+    Event,
+    EventBus,
+    message_event,
+)
+from pocketcode.services.messages import MAX_PAGE, MessageService
+from pocketcode.services.permissions import PermissionService, request_data
+from pocketcode.web.sse import frame, retry_frame
+
+MARGIN = timedelta(seconds=60)
+HEARTBEAT = "heartbeat"
+_ALL_CURSOR_PREFIX = "m1"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Tunables of the event streams (a dependency, so tests can shorten them)."""
+
+    heartbeat_interval: float = 15.0
+    pokecode_heartbeat_interval: float = 25.0
+    max_queue: int = 1000
+    retry_ms: int = 3000
+
+
+# -- cursors ------------------------------------------------------------------------------------
+
+
+def parse_session_cursor(text: str) -> int:
+    """A seq (ValueError unless a non-negative integer)."""
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise ValueError("not a seq")
+    return int(text)
+
+
+def encode_all_cursor(since_ms: int, positions: dict[uuid.UUID, int]) -> str:
+    parts = [_ALL_CURSOR_PREFIX, str(since_ms)]
+    parts.extend(f"{session_id.hex}-{seq}" for session_id, seq in sorted(positions.items()))
+    return ".".join(parts)
+
+
+def parse_all_cursor(text: str) -> tuple[int, dict[uuid.UUID, int]]:
+    """(since_ms, positions), ValueError if the text is not such a cursor."""
+    prefix, since, *entries = text.strip().split(".")
+    if prefix != _ALL_CURSOR_PREFIX:
+        raise ValueError("not a cursor of this stream")
+    positions: dict[uuid.UUID, int] = {}
+    for entry in entries:
+        session_hex, _, seq = entry.partition("-")
+        positions[uuid.UUID(hex=session_hex)] = parse_session_cursor(seq)
+    return parse_session_cursor(since), positions
+
+
+def _from_ms(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+
+
+# -- reads the streams need beyond MessageService ------------------------------------------------
+
+
+def _last_seq(db: Database, session_id: uuid.UUID) -> int | None:
+    """The session's last seq, None if it does not exist (or was deleted)."""
+    with db.read() as session:
+        seq = session.scalar(
+            sa.select(SessionRow.last_message_index).where(
+                SessionRow.id == session_id, SessionRow.deleted_at.is_(None)
+            )
+        )
+    return None if seq is None else int(seq)
+
+
+def _recent_positions(db: Database, since: datetime) -> dict[uuid.UUID, int]:
+    """The last seq of every session with a message created at or after `since`."""
+    recent = (
+        sa.select(MessageRow.session_id).where(MessageRow.created_at >= since).distinct()
+    ).scalar_subquery()
+    with db.read() as session:
+        rows = session.execute(
+            sa.select(SessionRow.id, SessionRow.last_message_index).where(SessionRow.id.in_(recent))
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+
+def _recent_sessions(db: Database, since: datetime) -> set[uuid.UUID]:
+    with db.read() as session:
+        return set(
+            session.scalars(
+                sa.select(MessageRow.session_id).where(MessageRow.created_at >= since).distinct()
+            )
+        )
+
+
+def _seq_before(db: Database, session_id: uuid.UUID, since: datetime) -> int:
+    """The last seq of the session's messages created before `since` (0 if none)."""
+    with db.read() as session:
+        seq = session.scalar(
+            sa.select(sa.func.max(MessageRow.seq)).where(
+                MessageRow.session_id == session_id, MessageRow.created_at < since
+            )
+        )
+    return int(seq or 0)
+
+
+# -- the stream ---------------------------------------------------------------------------------
+
+
+class EventStream:
+    """The frames of one client's stream: of one session, or of every one (`session_id` None).
+
+    `cursor` is what the client sent (Last-Event-ID or `after`), None on a first connection."""
+
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        session_id: uuid.UUID | None,
+        cursor: str | None,
+        options: StreamOptions,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.session_id = session_id
+        self.requested = cursor
+        self.options = options
+        self.messages = MessageService(db)
+        self.permissions = PermissionService(db)
+        # The last seq the client has, per session.
+        self.positions: dict[uuid.UUID, int] = {}
+        # Every session: sessions not in `positions` are known up to `since` (see above).
+        self.since_ms = 0
+
+    @property
+    def since(self) -> datetime:
+        return _from_ms(self.since_ms)
+
+    def cursor(self) -> str:
+        if self.session_id is not None:
+            return str(self.positions.get(self.session_id, 0))
+        return encode_all_cursor(self.since_ms, self.positions)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        with self.bus.subscribe(self.session_id, self.options.max_queue) as subscription:
+            # Subscribed before anything is read: a message stored from now on is either in
+            # the database when we read it or arrives below (or both; seqs tell them apart).
+            yield retry_frame(self.options.retry_ms)
+            async for chunk in self._open():
+                yield chunk
+            yield self._heartbeat()
+            async for chunk in self._pending_permissions(self.session_id):
+                yield chunk
+            interval = self.options.heartbeat_interval
+            deadline = time.monotonic() + interval
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        event = await subscription.get()
+                except TimeoutError:
+                    yield self._heartbeat()
+                    deadline = time.monotonic() + interval
+                    continue
+                except StopAsyncIteration:  # the bus stopped (server shutting down)
+                    return
+                async for chunk in self._on_event(event):
+                    yield chunk
+
+    # -- opening ---------------------------------------------------------------------------
+
+    async def _open(self) -> AsyncIterator[bytes]:
+        if self.session_id is not None:
+            async for chunk in self._open_session(self.session_id):
+                yield chunk
+            return
+        decoded: tuple[int, dict[uuid.UUID, int]] | None = None
+        if self.requested is not None:
+            try:
+                decoded = parse_all_cursor(self.requested)
+            except ValueError:
+                yield self._resync_frame(None, "invalid cursor")
+        if decoded is None:
+            await self._start_from_now()
+            return
+        self.since_ms, self.positions = decoded
+        async for chunk in self._replay_all():
+            yield chunk
+        await self._move_since()
+
+    async def _open_session(self, session_id: uuid.UUID) -> AsyncIterator[bytes]:
+        last = await anyio.to_thread.run_sync(_last_seq, self.db, session_id)
+        last = last or 0
+        requested: int | None = None
+        if self.requested is not None:
+            try:
+                requested = parse_session_cursor(self.requested)
+            except ValueError:
+                yield self._resync_frame(session_id, "invalid cursor")
+        if requested is not None and requested > last:
+            yield self._resync_frame(session_id, "cursor ahead of the session")
+            requested = None
+        self.positions[session_id] = last if requested is None else requested
+        async for chunk in self._backlog(session_id):
+            yield chunk
+
+    async def _start_from_now(self) -> None:
+        self.since_ms = int((time.time() - MARGIN.total_seconds()) * 1000)
+        self.positions = await anyio.to_thread.run_sync(_recent_positions, self.db, self.since)
+
+    async def _move_since(self) -> None:
+        """After a replay the client has every stored message: move `since` to a minute ago
+        and forget the sessions with no message since then, so the cursor stays short."""
+        since_ms = int((time.time() - MARGIN.total_seconds()) * 1000)
+        if since_ms <= self.since_ms:
+            return
+        recent = await anyio.to_thread.run_sync(_recent_sessions, self.db, _from_ms(since_ms))
+        self.since_ms = since_ms
+        self.positions = {s: seq for s, seq in self.positions.items() if s in recent}
+
+    # -- replay from the database ---------------------------------------------------------
+
+    async def _position(self, session_id: uuid.UUID) -> int:
+        position = self.positions.get(session_id)
+        if position is None:
+            # Every-session stream, a session it has not sent yet: known up to `since`.
+            position = await anyio.to_thread.run_sync(_seq_before, self.db, session_id, self.since)
+            self.positions[session_id] = position
+        return position
+
+    async def _backlog(self, session_id: uuid.UUID) -> AsyncIterator[bytes]:
+        """The session's stored messages after the client's position, page by page."""
+        after = await self._position(session_id)
+        while True:
+            rows = await anyio.to_thread.run_sync(self.messages.since, session_id, after, MAX_PAGE)
+            for row in rows:
+                self.positions[session_id] = row.seq
+                yield self._message_frame(message_event(row))
+            if len(rows) < MAX_PAGE:
+                return
+            after = rows[-1].seq
+
+    async def _replay_all(self) -> AsyncIterator[bytes]:
+        recent = await anyio.to_thread.run_sync(_recent_sessions, self.db, self.since)
+        for session_id in sorted(set(self.positions) | recent):
+            async for chunk in self._backlog(session_id):
+                yield chunk
+
+    # -- live -----------------------------------------------------------------------------
+
+    async def _on_event(self, event: Event) -> AsyncIterator[bytes]:
+        if event.type == MESSAGE and event.seq is not None:
+            position = await self._position(event.session_id)
+            if event.seq == position + 1:
+                self.positions[event.session_id] = event.seq
+                yield self._message_frame(event)
+            elif event.seq > position + 1:
+                # Messages in between were published elsewhere and are still on their way
+                # (another server process): they are stored, read them in order now.
+                async for chunk in self._backlog(event.session_id):
+                    yield chunk
+            return
+        if event.type == RESYNC:
+            scope = None if event.session_id == ALL_SESSIONS else event.session_id
+            yield self._resync_frame(scope, str(event.data.get("reason", "")))
+            if scope is None and self.session_id is None:
+                async for chunk in self._replay_all():
+                    yield chunk
+            else:
+                async for chunk in self._backlog(scope or event.session_id):
+                    yield chunk
+            async for chunk in self._pending_permissions(scope or self.session_id):
+                yield chunk
+            return
+        yield frame({**event.data, "sessionId": str(event.session_id)}, event=event.type)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _message_frame(self, event: Event) -> bytes:
+        return frame(event.data, event=MESSAGE, id=self.cursor())
+
+    def _heartbeat(self) -> bytes:
+        data: dict[str, Any] = {
+            "sessionId": str(self.session_id) if self.session_id else None,
+            "time": iso_z(datetime.now(UTC)),
+        }
+        return frame(data, event=HEARTBEAT, id=self.cursor())
+
+    def _resync_frame(self, session_id: uuid.UUID | None, reason: str) -> bytes:
+        data = {"sessionId": str(session_id) if session_id else None, "reason": reason}
+        return frame(data, event=RESYNC)
+
+    async def _pending_permissions(self, session_id: uuid.UUID | None) -> AsyncIterator[bytes]:
+        rows = await anyio.to_thread.run_sync(self.permissions.pending, session_id)
+        for row in rows:
+            yield frame(request_data(row), event="permission")
