@@ -503,3 +503,57 @@ async def test_readers_dropped_and_reconnecting_get_every_message_once_in_order(
         assert connections >= 200
         assert during_run >= 20, during_run
         assert received == expected
+
+
+async def store_text(db: Database, session_id: uuid.UUID, text_: str) -> Any:
+    """An assistant text message, as the runner stores one."""
+    return await anyio.to_thread.run_sync(
+        MessageService(db).append,
+        session_id,
+        NewMessage(MessageType.ASSISTANT, text_, subtype="text"),
+    )
+
+
+async def test_the_pokecode_stream_keeps_pokecodes_framing(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    """Data-only `update` frames per stored message (once, in order, from the session's end),
+    a `done` update with `message: null`, heartbeats, and PokéCode's headers."""
+    from pocketcode.services.events import Event
+
+    session_id = new_session(db, tmp_path)
+    await store_text(db, session_id, "already there: the client fetched it before connecting")
+    async with (
+        serve(settings, db, bus, pokecode_heartbeat_interval=0.2) as served,
+        served.client() as client,
+        client.stream("GET", f"/api/sessions/{session_id}/messages/stream") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert response.headers["x-no-compression"] == "1"
+        assert "no-transform" in response.headers["cache-control"]
+        reader = frames(response)
+        first = await anext(reader)
+        assert first.retry == 3000
+        heartbeat = await anext(reader)
+        assert heartbeat.event is None and heartbeat.id is None
+        assert heartbeat.data == {"type": "heartbeat", "data": {}}
+
+        row2 = await store_text(db, session_id, "two")
+        row3 = await store_text(db, session_id, "three")
+        await bus.publish(message_event(row3))  # out of order: two is read from the database
+        await bus.publish(message_event(row2))
+        await bus.publish(Event(session_id, "done", None, {"jobId": "j", "status": "completed"}))
+        updates = []
+        with anyio.fail_after(10):
+            async for item in reader:
+                if item.data["type"] == "heartbeat":
+                    continue
+                assert item.event is None and item.id is None
+                updates.append(item.data)
+                if item.data["data"]["state"] == "done":
+                    break
+    texts = [u["data"]["message"]["data"]["data"]["content"] for u in updates[:-1]]
+    assert texts == ["two", "three"]
+    assert all(u["type"] == "update" and u["data"]["state"] == "running" for u in updates[:-1])
+    assert updates[-1] == {"type": "update", "data": {"state": "done", "message": None}}

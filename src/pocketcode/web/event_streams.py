@@ -56,6 +56,7 @@ from pocketcode.services.events import (
 )
 from pocketcode.services.messages import MAX_PAGE, MessageService
 from pocketcode.services.permissions import PermissionService, request_data
+from pocketcode.web.presenters import pokecode_message
 from pocketcode.web.sse import frame, retry_frame
 
 MARGIN = timedelta(seconds=60)
@@ -341,3 +342,61 @@ class EventStream:
         rows = await anyio.to_thread.run_sync(self.permissions.pending, session_id)
         for row in rows:
             yield frame(request_data(row), event="permission")
+
+
+class PokecodeStream:
+    """PokéCode's message stream of one session (see routes/events.py for the frames)."""
+
+    def __init__(
+        self, db: Database, bus: EventBus, session_id: uuid.UUID, options: StreamOptions
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.session_id = session_id
+        self.options = options
+        self.messages = MessageService(db)
+        self.position = 0
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        with self.bus.subscribe(self.session_id, self.options.max_queue) as subscription:
+            yield retry_frame(self.options.retry_ms)
+            last = await anyio.to_thread.run_sync(_last_seq, self.db, self.session_id)
+            self.position = last or 0
+            interval = self.options.pokecode_heartbeat_interval
+            deadline = time.monotonic() + interval
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        event = await subscription.get()
+                except TimeoutError:
+                    yield frame({"type": "heartbeat", "data": {}})
+                    deadline = time.monotonic() + interval
+                    continue
+                except StopAsyncIteration:
+                    return
+                if (event.type == MESSAGE and (event.seq or 0) > self.position) or (
+                    event.type == RESYNC
+                ):
+                    # Read from the database in seq order: it also fills any gap left by
+                    # events that reached us out of order or were dropped.
+                    async for chunk in self._stored_since_position():
+                        yield chunk
+                elif event.type == "done":
+                    async for chunk in self._stored_since_position():
+                        yield chunk
+                    yield frame({"type": "update", "data": {"state": "done", "message": None}})
+
+    async def _stored_since_position(self) -> AsyncIterator[bytes]:
+        while True:
+            rows = await anyio.to_thread.run_sync(
+                self.messages.since, self.session_id, self.position, MAX_PAGE
+            )
+            for row in rows:
+                self.position = row.seq
+                message = pokecode_message(row)
+                if message is not None:
+                    yield frame(
+                        {"type": "update", "data": {"state": "running", "message": message}}
+                    )
+            if len(rows) < MAX_PAGE:
+                return

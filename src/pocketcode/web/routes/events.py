@@ -15,7 +15,7 @@ from sse_starlette import EventSourceResponse
 from pocketcode.services.events import EventBus
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.deps import app_state
-from pocketcode.web.event_streams import EventStream, StreamOptions
+from pocketcode.web.event_streams import EventStream, PokecodeStream, StreamOptions
 from pocketcode.web.sse import event_stream_response, refuse_cross_site
 
 router = APIRouter(tags=["events"])
@@ -82,3 +82,29 @@ async def all_events(
     state = app_state(request)
     stream = EventStream(state.db, event_bus(request), None, last_event_id or after, options)
     return event_stream_response(stream.frames())
+
+
+_POKECODE_HEADERS = {
+    "Connection": "keep-alive",
+    "Cache-Control": "no-cache,no-transform",
+    "x-no-compression": "1",
+}
+
+
+@router.get(
+    "/api/sessions/{session_id}/messages/stream",
+    response_class=EventSourceResponse,
+    responses={200: _STREAM_DOC},
+)
+async def pokecode_message_stream(
+    request: Request, session_id: str, options: Options
+) -> EventSourceResponse:
+    """PokéCode's stream: data-only frames `{type:'update', data:{state:'running', message}}`
+    per stored message, `{state:'done', message:null}` when a run ends, and
+    `{type:'heartbeat', data:{}}`. Its client appends what it gets without ids, so the stream
+    starts at the session's current end and sends each stored message once, in seq order."""
+    refuse_cross_site(request)
+    state = app_state(request)
+    row = await anyio.to_thread.run_sync(SessionService(state.db, []).get, session_id)
+    stream = PokecodeStream(state.db, event_bus(request), row.id, options)
+    return event_stream_response(stream.frames(), headers=_POKECODE_HEADERS)
