@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -351,6 +352,52 @@ class MessageService:
                 )
                 or 0
             )
+
+    # -- positions, for the live event streams ---------------------------------------------
+
+    def last_seq(self, session_id: uuid.UUID) -> int | None:
+        """The session's last seq, None if it does not exist (or was deleted)."""
+        with self.db.read() as session:
+            seq = session.scalar(
+                sa.select(SessionRow.last_message_index).where(
+                    SessionRow.id == session_id, SessionRow.deleted_at.is_(None)
+                )
+            )
+        return None if seq is None else int(seq)
+
+    def recent_sessions(self, since: datetime) -> set[uuid.UUID]:
+        """Sessions with a message created at or after `since`."""
+        with self.db.read() as session:
+            return set(
+                session.scalars(
+                    sa.select(MessageRow.session_id)
+                    .where(MessageRow.created_at >= since)
+                    .distinct()
+                )
+            )
+
+    def recent_positions(self, since: datetime) -> dict[uuid.UUID, int]:
+        """The last seq of every session with a message created at or after `since`."""
+        recent = (
+            sa.select(MessageRow.session_id).where(MessageRow.created_at >= since).distinct()
+        ).scalar_subquery()
+        with self.db.read() as session:
+            rows = session.execute(
+                sa.select(SessionRow.id, SessionRow.last_message_index).where(
+                    SessionRow.id.in_(recent)
+                )
+            )
+            return {row[0]: int(row[1]) for row in rows}
+
+    def seq_before(self, session_id: uuid.UUID, since: datetime) -> int:
+        """The last seq of the session's messages created before `since` (0 if none)."""
+        with self.db.read() as session:
+            seq = session.scalar(
+                sa.select(sa.func.max(MessageRow.seq)).where(
+                    MessageRow.session_id == session_id, MessageRow.created_at < since
+                )
+            )
+        return int(seq or 0)
 
     @staticmethod
     def _seq_of(session: Session, session_id: uuid.UUID, message_id: uuid.UUID | str) -> int:

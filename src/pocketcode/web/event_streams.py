@@ -41,10 +41,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-import sqlalchemy as sa
 
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import MessageRow, SessionRow
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.events import (
     ALL_SESSIONS,
@@ -105,52 +103,6 @@ def parse_all_cursor(text: str) -> tuple[int, dict[uuid.UUID, int]]:
 
 def _from_ms(milliseconds: int) -> datetime:
     return datetime.fromtimestamp(milliseconds / 1000, UTC)
-
-
-# -- reads the streams need beyond MessageService ------------------------------------------------
-
-
-def _last_seq(db: Database, session_id: uuid.UUID) -> int | None:
-    """The session's last seq, None if it does not exist (or was deleted)."""
-    with db.read() as session:
-        seq = session.scalar(
-            sa.select(SessionRow.last_message_index).where(
-                SessionRow.id == session_id, SessionRow.deleted_at.is_(None)
-            )
-        )
-    return None if seq is None else int(seq)
-
-
-def _recent_positions(db: Database, since: datetime) -> dict[uuid.UUID, int]:
-    """The last seq of every session with a message created at or after `since`."""
-    recent = (
-        sa.select(MessageRow.session_id).where(MessageRow.created_at >= since).distinct()
-    ).scalar_subquery()
-    with db.read() as session:
-        rows = session.execute(
-            sa.select(SessionRow.id, SessionRow.last_message_index).where(SessionRow.id.in_(recent))
-        )
-        return {row[0]: int(row[1]) for row in rows}
-
-
-def _recent_sessions(db: Database, since: datetime) -> set[uuid.UUID]:
-    with db.read() as session:
-        return set(
-            session.scalars(
-                sa.select(MessageRow.session_id).where(MessageRow.created_at >= since).distinct()
-            )
-        )
-
-
-def _seq_before(db: Database, session_id: uuid.UUID, since: datetime) -> int:
-    """The last seq of the session's messages created before `since` (0 if none)."""
-    with db.read() as session:
-        seq = session.scalar(
-            sa.select(sa.func.max(MessageRow.seq)).where(
-                MessageRow.session_id == session_id, MessageRow.created_at < since
-            )
-        )
-    return int(seq or 0)
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -237,7 +189,7 @@ class EventStream:
         await self._move_since()
 
     async def _open_session(self, session_id: uuid.UUID) -> AsyncIterator[bytes]:
-        last = await anyio.to_thread.run_sync(_last_seq, self.db, session_id)
+        last = await anyio.to_thread.run_sync(self.messages.last_seq, session_id)
         last = last or 0
         requested: int | None = None
         if self.requested is not None:
@@ -254,7 +206,7 @@ class EventStream:
 
     async def _start_from_now(self) -> None:
         self.since_ms = int((time.time() - MARGIN.total_seconds()) * 1000)
-        self.positions = await anyio.to_thread.run_sync(_recent_positions, self.db, self.since)
+        self.positions = await anyio.to_thread.run_sync(self.messages.recent_positions, self.since)
 
     async def _move_since(self) -> None:
         """After a replay the client has every stored message: move `since` to a minute ago
@@ -262,7 +214,7 @@ class EventStream:
         since_ms = int((time.time() - MARGIN.total_seconds()) * 1000)
         if since_ms <= self.since_ms:
             return
-        recent = await anyio.to_thread.run_sync(_recent_sessions, self.db, _from_ms(since_ms))
+        recent = await anyio.to_thread.run_sync(self.messages.recent_sessions, _from_ms(since_ms))
         self.since_ms = since_ms
         self.positions = {s: seq for s, seq in self.positions.items() if s in recent}
 
@@ -272,7 +224,9 @@ class EventStream:
         position = self.positions.get(session_id)
         if position is None:
             # Every-session stream, a session it has not sent yet: known up to `since`.
-            position = await anyio.to_thread.run_sync(_seq_before, self.db, session_id, self.since)
+            position = await anyio.to_thread.run_sync(
+                self.messages.seq_before, session_id, self.since
+            )
             self.positions[session_id] = position
         return position
 
@@ -289,7 +243,7 @@ class EventStream:
             after = rows[-1].seq
 
     async def _replay_all(self) -> AsyncIterator[bytes]:
-        recent = await anyio.to_thread.run_sync(_recent_sessions, self.db, self.since)
+        recent = await anyio.to_thread.run_sync(self.messages.recent_sessions, self.since)
         for session_id in sorted(set(self.positions) | recent):
             async for chunk in self._backlog(session_id):
                 yield chunk
@@ -360,7 +314,7 @@ class PokecodeStream:
     async def frames(self) -> AsyncIterator[bytes]:
         with self.bus.subscribe(self.session_id, self.options.max_queue) as subscription:
             yield retry_frame(self.options.retry_ms)
-            last = await anyio.to_thread.run_sync(_last_seq, self.db, self.session_id)
+            last = await anyio.to_thread.run_sync(self.messages.last_seq, self.session_id)
             self.position = last or 0
             interval = self.options.pokecode_heartbeat_interval
             deadline = time.monotonic() + interval
