@@ -50,3 +50,77 @@ class OperationFailed(PocketcodeError):
 
     code = "OPERATION_FAILED"
     status_code = 500
+
+
+# -- access ------------------------------------------------------------------------------
+
+
+class Unauthenticated(PocketcodeError):
+    """No valid credentials. The message never says which part was wrong."""
+
+    code = "UNAUTHENTICATED"
+    status_code = 401
+
+
+class TotpRequired(Unauthenticated):
+    """The password was right and the account has two-factor auth: send a code too."""
+
+    code = "TOTP_REQUIRED"
+
+
+class Forbidden(PocketcodeError):
+    code = "FORBIDDEN"
+    status_code = 403
+
+
+class TooManyAttempts(PocketcodeError):
+    code = "TOO_MANY_ATTEMPTS"
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed attempts; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class AccessDenied(PocketcodeError):
+    code = "ACCESS_DENIED"
+    status_code = 403
+
+
+class FileTooLarge(PocketcodeError):
+    code = "FILE_TOO_LARGE"
+    status_code = 413
+
+
+class NotATextFile(PocketcodeError):
+    code = "NOT_A_TEXT_FILE"
+    status_code = 415
+
+
+# -- PokéCode's error codes for the project routes ---------------------------------------
+
+
+class GitError(PocketcodeError):
+    code = "GIT_ERROR"
+    status_code = 400
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class GitStatusError(GitError):
+    code = "GIT_STATUS_ERROR"
+
+
+class GitDiffError(GitError):
+    code = "GIT_DIFF_ERROR"
+
+
+class GitFileError(GitError):
+    code = "GIT_FILE_ERROR"
+
+
+class RepositoryListError(PocketcodeError):
+    code = "REPOSITORY_LIST_ERROR"
+    status_code = 500

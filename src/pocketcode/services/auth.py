@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import ApiTokenRow, LoginSessionRow, UserRow
 from pocketcode.db.types import utcnow
-from pocketcode.domain.errors import Conflict, InvalidInput, NotFound, PocketcodeError
+from pocketcode.domain.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooManyAttempts,
+    TotpRequired,
+    Unauthenticated,
+)
 from pocketcode.domain.ids import parse_id
 from pocketcode.services.secrets import Keyring
 
@@ -47,33 +54,6 @@ RECOVERY_CODE_COUNT = 10
 RECOVERY_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # 32 symbols, no 0/o or 1/l to misread
 # Writing last_seen/last_used on every request would turn each read into a write.
 TOUCH_INTERVAL = timedelta(minutes=1)
-
-
-class Unauthenticated(PocketcodeError):
-    """No valid credentials. The message never says which part was wrong."""
-
-    code = "UNAUTHENTICATED"
-    status_code = 401
-
-
-class TotpRequired(Unauthenticated):
-    """The password was right and the account has two-factor auth: send a code too."""
-
-    code = "TOTP_REQUIRED"
-
-
-class Forbidden(PocketcodeError):
-    code = "FORBIDDEN"
-    status_code = 403
-
-
-class TooManyAttempts(PocketcodeError):
-    code = "TOO_MANY_ATTEMPTS"
-    status_code = 429
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed attempts; try again in {retry_after} s")
-        self.retry_after = retry_after
 
 
 def hash_token(token: str) -> str:

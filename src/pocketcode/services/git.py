@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pocketcode.domain.errors import PocketcodeError
+from pocketcode.domain.errors import (
+    GitDiffError,
+    GitError,
+    GitFileError,
+    GitStatusError,
+    PocketcodeError,
+)
 from pocketcode.services.paths import is_inside, normalise_relative_path
 from pocketcode.services.projects import (
     MAX_TEXT_FILE_BYTES,
@@ -40,27 +46,6 @@ DiffScope = Literal["staged", "unstaged"]
 Change = Literal[
     "added", "deleted", "modified", "renamed", "copied", "typechange", "conflicted", "untracked"
 ]
-
-
-class GitError(PocketcodeError):
-    code = "GIT_ERROR"
-    status_code = 400
-
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class GitStatusError(GitError):
-    code = "GIT_STATUS_ERROR"
-
-
-class GitDiffError(GitError):
-    code = "GIT_DIFF_ERROR"
-
-
-class GitFileError(GitError):
-    code = "GIT_FILE_ERROR"
 
 
 # -- running git ------------------------------------------------------------------------------

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pocketcode.domain.errors import InvalidInput, NotFound, PocketcodeError
+from pocketcode.domain.errors import (
+    AccessDenied,
+    FileTooLarge,
+    InvalidInput,
+    NotATextFile,
+    NotFound,
+    PocketcodeError,
+    RepositoryListError,
+)
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.paths import is_inside, resolve_inside_dir, resolve_inside_roots
 from pocketcode.services.sessions import claude_config_dir
@@ -31,26 +39,6 @@ BINARY_SNIFF_BYTES = 8000
 
 SourceType = Literal["user", "project"]
 SourceFilter = Literal["user", "project", "all"]
-
-
-class RepositoryListError(PocketcodeError):
-    code = "REPOSITORY_LIST_ERROR"
-    status_code = 500
-
-
-class AccessDenied(PocketcodeError):
-    code = "ACCESS_DENIED"
-    status_code = 403
-
-
-class FileTooLarge(PocketcodeError):
-    code = "FILE_TOO_LARGE"
-    status_code = 413
-
-
-class NotATextFile(PocketcodeError):
-    code = "NOT_A_TEXT_FILE"
-    status_code = 415
 
 
 def projects_directory(roots: Sequence[Path]) -> Path:

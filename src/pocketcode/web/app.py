@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pocketcode import __version__
 from pocketcode.config import Settings
 from pocketcode.db.engine import Database
-from pocketcode.domain.errors import PocketcodeError
-from pocketcode.services.auth import AuthService, TooManyAttempts
+from pocketcode.domain.errors import PocketcodeError, TooManyAttempts
+from pocketcode.services.auth import AuthService
 from pocketcode.services.secrets import Keyring, load_keyring, verify_keyring
 from pocketcode.web.security import RequestPolicy, SecurityMiddleware
 

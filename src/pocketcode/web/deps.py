@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from pocketcode.services.auth import AuthService, Forbidden, Unauthenticated
+from pocketcode.domain.errors import Forbidden, Unauthenticated
+from pocketcode.services.auth import AuthService
 from pocketcode.web.app import AppState
 from pocketcode.web.security import Principal
 

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Request
 from sse_starlette import EventSourceResponse
 
-from pocketcode.services.auth import Forbidden
+from pocketcode.domain.errors import Forbidden
 from pocketcode.web.security import RequestPolicy
 
 

@@ -15,11 +15,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from pocketcode.domain.errors import Conflict
+from pocketcode.domain.errors import Conflict, Forbidden
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.auth import (
     AuthService,
-    Forbidden,
     NewLogin,
     TokenInfo,
     UserInfo,
