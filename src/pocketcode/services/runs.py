@@ -673,7 +673,8 @@ class RunManager:
                     "pendingPermissions": len(pending),
                     "turnCount": row.turn_count,
                     "messageCount": row.message_count,
-                    "totalCostUsd": str(row.total_cost_usd),
+                    # A JSON number, as in the REST API.
+                    "totalCostUsd": float(row.total_cost_usd),
                 },
             )
         )
