@@ -22,14 +22,12 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from pocketcode.config import Settings
 from pocketcode.db.engine import Database
 from pocketcode.devtools.fake_model import slow, text, tool_use
 from pocketcode.domain.states import MessageType
-from pocketcode.services import auth as auth_module
 from pocketcode.services.events import EventBus, message_event, resync_event
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.runtime import Runtime
@@ -53,15 +51,6 @@ run_stack = e2e_fixtures.run_stack
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _fast_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        auth_module,
-        "make_password_hasher",
-        lambda: PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
-    )
 
 
 # --- a served app and an EventSource-like reader -------------------------------------------------

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from pocketcode.config import Settings
 from pocketcode.db.engine import Database
-from pocketcode.services import auth as auth_module
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.app import create_app
 
@@ -95,15 +93,6 @@ def assert_no_nulls(value: Any) -> None:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fast_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        auth_module,
-        "make_password_hasher",
-        lambda: PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
-    )
 
 
 @pytest.fixture
