@@ -41,6 +41,21 @@ def config_file_path() -> Path:
     return Path(raw).expanduser() if raw else data_dir_from_env() / CONFIG_FILE_NAME
 
 
+def _split_list_setting(value: Any, separator: str, *, of: str = "", strip: bool) -> Any:
+    """A list setting given as text: a JSON list, or items joined by `separator` (empty items
+    dropped; `strip` trims each one, which a path must not have done to it)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list{of} ({exc})") from None
+    parts = (part.strip() if strip else part for part in text.split(separator))
+    return [part for part in parts if part]
+
+
 class Settings(BaseSettings):
     """Every value the server and the CLI read. Field docs are shown by `pocketcode config show`."""
 
@@ -135,15 +150,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"not a JSON list of paths ({exc})") from None
-            return [part for part in text.split(os.pathsep) if part]
-        return value
+        return _split_list_setting(value, os.pathsep, of=" of paths", strip=False)
 
     @field_validator("allowed_roots")
     @classmethod
@@ -155,15 +162,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_hosts", "trusted_networks", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"not a JSON list ({exc})") from None
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return _split_list_setting(value, ",", strip=True)
 
     @field_validator("allowed_hosts")
     @classmethod
