@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -420,15 +421,9 @@ class RunManager:
             and active.cancel_requested
             and outcome.status is not RunStatus.COMPLETED
         ):
-            outcome = RunOutcome(
-                RunStatus.CANCELLED,
-                outcome.provider_session_id,
-                usage=outcome.usage,
-                model=outcome.model,
-                cli_cost_usd=outcome.cli_cost_usd,
-                cli_total_cost_usd=outcome.cli_total_cost_usd,
-                num_turns=outcome.num_turns,
-                duration_ms=outcome.duration_ms,
+            # Stopped on request: a cancellation, whatever the agent made of the interrupt.
+            outcome = dataclasses.replace(
+                outcome, status=RunStatus.CANCELLED, error=None, error_code=None
             )
         try:
             await self._finish(job, outcome)
