@@ -30,22 +30,11 @@ USERNAME_HELP = "The account (default: the owner)."
 
 @contextmanager
 def auth_service() -> Iterator[AuthService]:
-    from pocketcode.config import load_settings
-    from pocketcode.db import migrate
-    from pocketcode.db.engine import Database
+    from pocketcode.cli.db import open_app_database
     from pocketcode.services.auth import AuthService
-    from pocketcode.services.secrets import load_keyring, verify_keyring
 
-    settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database.from_settings(settings)
-    try:
-        migrate.upgrade(db)
-        keyring = load_keyring(settings)
-        verify_keyring(db, keyring)
+    with open_app_database() as (_settings, db, keyring):
         yield AuthService(db, keyring)
-    finally:
-        db.dispose()
 
 
 def read_secret(prompt: str, *, confirm: bool = False) -> str:

@@ -15,8 +15,10 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from pocketcode.config import Settings
     from pocketcode.db.engine import Database
     from pocketcode.services.operations import DatabaseStats
+    from pocketcode.services.secrets import Keyring
 
 db_app = typer.Typer(
     help="Migrate, back up, restore, archive and maintain the database.", no_args_is_help=True
@@ -25,7 +27,7 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 @contextmanager
-def _database() -> Iterator[Database]:
+def open_database(settings: Settings | None = None) -> Iterator[Database]:
     """The configured database; any database failure becomes one readable error line."""
     from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -34,7 +36,7 @@ def _database() -> Iterator[Database]:
     from pocketcode.domain.errors import ConfigurationError, OperationFailed
     from pocketcode.services.operations import first_line
 
-    settings = load_settings()
+    settings = settings or load_settings()
     try:
         db = Database.from_settings(settings)
     except OSError as exc:
@@ -48,6 +50,23 @@ def _database() -> Iterator[Database]:
         raise OperationFailed(f"database error: {first_line(exc)}") from None
     finally:
         db.dispose()
+
+
+@contextmanager
+def open_app_database() -> Iterator[tuple[Settings, Database, Keyring]]:
+    """What a command that works on pocketcode's data needs: the settings, the database
+    migrated to head, and the keyring checked against it."""
+    from pocketcode.config import load_settings
+    from pocketcode.db import migrate
+    from pocketcode.services.secrets import load_keyring, verify_keyring
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with open_database(settings) as db:
+        migrate.upgrade(db)
+        keyring = load_keyring(settings)
+        verify_keyring(db, keyring)
+        yield settings, db, keyring
 
 
 def _size(count: int | None) -> str:
@@ -72,7 +91,7 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> 
     from pocketcode.domain.errors import InvalidInput
     from pocketcode.services.operations import first_line
 
-    with _database() as db:
+    with open_database() as db:
         try:
             migrate.upgrade(db, revision)
         except CommandError as exc:
@@ -85,7 +104,7 @@ def current() -> None:
     """Show the database's schema revision and whether it is the newest."""
     from pocketcode.services.operations import revision_info
 
-    with _database() as db:
+    with open_database() as db:
         info = revision_info(db)
     if info.current is None:
         console.print(f"no schema yet (head is {info.head}); run `pocketcode db upgrade`")
@@ -110,7 +129,7 @@ def downgrade(
             f"Downgrade the database to {revision}? Data in removed tables and columns is lost.",
             abort=True,
         )
-    with _database() as db:
+    with open_database() as db:
         info = downgrade_to(db, revision)
     console.print(f"database at revision {info.current or 'base (no schema)'}")
 
@@ -127,7 +146,7 @@ def backup(
     """
     from pocketcode.services.operations import backup as backup_to
 
-    with _database() as db:
+    with open_database() as db:
         result = backup_to(db, file, force=force)
     tool = f" with {result.tool}" if result.tool else ""
     console.print(
@@ -151,7 +170,7 @@ def restore(
     from pocketcode.services.operations import check_backup_file
     from pocketcode.services.operations import restore as restore_from
 
-    with _database() as db:
+    with open_database() as db:
         source = check_backup_file(db, file)
         if not yes:
             target = mask_url_password(db.engine.url.render_as_string(hide_password=False))
@@ -185,7 +204,7 @@ def archive(
     from pocketcode.services.operations import archive_sessions, parse_age
 
     age = parse_age(older_than)
-    with _database() as db:
+    with open_database() as db:
         result = archive_sessions(db, age, dry_run=dry_run)
     cutoff = result.cutoff.strftime("%Y-%m-%d %H:%M:%SZ")
     details = ", ".join(f"{count} {name}" for name, count in result.counts.items())
@@ -211,7 +230,7 @@ def unarchive(
             ids.append(uuid.UUID(raw))
         except ValueError:
             raise InvalidInput(f"{raw!r} is not a session id") from None
-    with _database() as db:
+    with open_database() as db:
         result = unarchive_sessions(db, ids)
     details = ", ".join(f"{count} {name}" for name, count in result.counts.items())
     console.print(f"unarchived {len(result.session_ids)} session(s) ({details})")
@@ -222,7 +241,7 @@ def maintenance() -> None:
     """Vacuum, analyze and reindex (SQLite also checkpoints its write-ahead log)."""
     from pocketcode.services.operations import run_maintenance
 
-    with _database() as db:
+    with open_database() as db:
         result = run_maintenance(db)
     for step in result.steps:
         console.print(f"done: {step}")
@@ -241,7 +260,7 @@ def stats(
 
     from pocketcode.services.operations import database_stats
 
-    with _database() as db:
+    with open_database() as db:
         result = database_stats(db)
     if as_json:
         typer.echo(json.dumps(_stats_as_dict(result), indent=2))

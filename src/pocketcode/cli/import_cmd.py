@@ -28,7 +28,7 @@ def import_transcripts(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from pocketcode.cli.db import _database
+    from pocketcode.cli.db import open_database
     from pocketcode.db import migrate
     from pocketcode.domain.errors import InvalidInput
     from pocketcode.services.sessions import claude_config_dir
@@ -45,7 +45,7 @@ def import_transcripts(
     else:
         raise InvalidInput(f"{target} is not a folder or a transcript file")
 
-    with _database() as db:
+    with open_database() as db:
         migrate.upgrade(db)
         indexer = TranscriptIndexer(db, config_dir)
         with Progress(

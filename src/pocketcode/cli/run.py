@@ -128,19 +128,10 @@ def run(
     """Run one prompt with Claude Code and show its events (no web app needed)."""
     import anyio
 
-    from pocketcode.config import load_settings
-    from pocketcode.db import migrate
-    from pocketcode.db.engine import Database
-    from pocketcode.services.secrets import load_keyring, verify_keyring
+    from pocketcode.cli.db import open_app_database
     from pocketcode.services.sessions import SessionService
 
-    settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database.from_settings(settings)
-    try:
-        migrate.upgrade(db)
-        keyring = load_keyring(settings)
-        verify_keyring(db, keyring)
+    with open_app_database() as (settings, db, keyring):
         sessions = SessionService(db, settings.allowed_roots)
         if session is not None:
             session_row = sessions.get(session)
@@ -153,8 +144,6 @@ def run(
         if permission_mode:
             options["permissionMode"] = permission_mode
         status = anyio.run(_run_one, settings, db, keyring, session_row.id, prompt, options)
-    finally:
-        db.dispose()
     console.print(f"[dim]pocketcode session {session_row.id}[/]")
     if status != "completed":
         raise typer.Exit(1)

@@ -40,10 +40,10 @@ def list_sessions(
     from rich.markup import escape
     from rich.table import Table
 
-    from pocketcode.cli.db import _database
+    from pocketcode.cli.db import open_database
     from pocketcode.services.sessions import SessionService
 
-    with _database() as db:
+    with open_database() as db:
         rows, total = SessionService(db, []).list_sessions(limit=limit)
     table = Table(title=f"Sessions ({len(rows)} of {total})")
     for name in ("id", "title", "project", "messages", "last activity", "cost"):
@@ -66,10 +66,10 @@ def show_session(session_id: Annotated[str, typer.Argument(help="The session's i
     from rich.markup import escape
     from rich.table import Table
 
-    from pocketcode.cli.db import _database
+    from pocketcode.cli.db import open_database
     from pocketcode.services.sessions import SessionService
 
-    with _database() as db:
+    with open_database() as db:
         row = SessionService(db, []).get(session_id)
     table = Table(show_header=False, title=escape(row.title or str(row.id)))
     table.add_column("field")
