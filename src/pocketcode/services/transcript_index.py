@@ -331,14 +331,7 @@ class TranscriptIndexer:
         """Store the chunk's messages and move the file's watermark, in one transaction."""
         now = utcnow()
         with self.db.write() as session:
-            row = session.scalar(
-                sa.select(TranscriptFileRow).where(TranscriptFileRow.path == str(path))
-            )
-            if row is None:
-                row = TranscriptFileRow(
-                    path=str(path), is_subagent=_subagent_parent(path) is not None
-                )
-                session.add(row)
+            row = _file_row(session, path)
             target: SessionRow | None = None
             if chunk.messages or session_id is not None:
                 target = self._target_session(session, path, chunk, session_id, summary)
@@ -550,14 +543,16 @@ class TranscriptIndexer:
         log.warning("transcript %s skipped: %s", path, error)
         now = utcnow()
         with self.db.write() as session:
-            row = session.scalar(
-                sa.select(TranscriptFileRow).where(TranscriptFileRow.path == str(path))
-            )
-            if row is None:
-                row = TranscriptFileRow(
-                    path=str(path), is_subagent=_subagent_parent(path) is not None
-                )
-                session.add(row)
+            row = _file_row(session, path)
             row.last_error = error
             row.last_scanned_at = now
             row.updated_at = now
+
+
+def _file_row(session: Session, path: Path) -> TranscriptFileRow:
+    """The watermark row of `path`, created (not yet flushed) on first sight."""
+    row = session.scalar(sa.select(TranscriptFileRow).where(TranscriptFileRow.path == str(path)))
+    if row is None:
+        row = TranscriptFileRow(path=str(path), is_subagent=_subagent_parent(path) is not None)
+        session.add(row)
+    return row
