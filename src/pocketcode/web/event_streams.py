@@ -50,6 +50,7 @@ from pocketcode.services.events import (
     RESYNC,
     Event,
     EventBus,
+    Subscription,
     message_event,
 )
 from pocketcode.services.messages import MAX_PAGE, MessageService
@@ -108,6 +109,25 @@ def _from_ms(milliseconds: int) -> datetime:
 # -- the stream ---------------------------------------------------------------------------------
 
 
+async def events_or_heartbeats(
+    subscription: Subscription, interval: float
+) -> AsyncIterator[Event | None]:
+    """The subscription's events, with None every `interval` seconds (a fixed period, not
+    only when idle) for a heartbeat; ends when the bus stops (server shutting down)."""
+    deadline = time.monotonic() + interval
+    while True:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                event = await subscription.get()
+        except TimeoutError:
+            yield None
+            deadline = time.monotonic() + interval
+            continue
+        except StopAsyncIteration:
+            return
+        yield event
+
+
 class EventStream:
     """The frames of one client's stream: of one session, or of every one (`session_id` None).
 
@@ -152,18 +172,11 @@ class EventStream:
             yield self._heartbeat()
             async for chunk in self._pending_permissions(self.session_id):
                 yield chunk
-            interval = self.options.heartbeat_interval
-            deadline = time.monotonic() + interval
-            while True:
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        event = await subscription.get()
-                except TimeoutError:
+            ticking = events_or_heartbeats(subscription, self.options.heartbeat_interval)
+            async for event in ticking:
+                if event is None:
                     yield self._heartbeat()
-                    deadline = time.monotonic() + interval
                     continue
-                except StopAsyncIteration:  # the bus stopped (server shutting down)
-                    return
                 async for chunk in self._on_event(event):
                     yield chunk
 
@@ -316,18 +329,11 @@ class PokecodeStream:
             yield retry_frame(self.options.retry_ms)
             last = await anyio.to_thread.run_sync(self.messages.last_seq, self.session_id)
             self.position = last or 0
-            interval = self.options.pokecode_heartbeat_interval
-            deadline = time.monotonic() + interval
-            while True:
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        event = await subscription.get()
-                except TimeoutError:
+            ticking = events_or_heartbeats(subscription, self.options.pokecode_heartbeat_interval)
+            async for event in ticking:
+                if event is None:
                     yield frame({"type": "heartbeat", "data": {}})
-                    deadline = time.monotonic() + interval
                     continue
-                except StopAsyncIteration:
-                    return
                 if (event.type == MESSAGE and (event.seq or 0) > self.position) or (
                     event.type == RESYNC
                 ):
