@@ -215,6 +215,16 @@ def git_file(
 # -- slash commands and agents ----------------------------------------------------------------
 
 
+def _sources(found: projects.DefinitionSources, kind: str) -> dict[str, str]:
+    """PokéCode's `sources`: `user<Kind>Path` / `project<Kind>Path`, omitted when absent."""
+    sources: dict[str, str] = {}
+    if found.user_path is not None:
+        sources[f"user{kind}Path"] = str(found.user_path)
+    if found.project_path is not None:
+        sources[f"project{kind}Path"] = str(found.project_path)
+    return sources
+
+
 @router.get("/api/sessions/{session_id}/commands/", include_in_schema=False)
 @router.get("/api/sessions/{session_id}/commands", summary="Slash commands for the session")
 def list_commands(
@@ -222,11 +232,7 @@ def list_commands(
 ) -> dict[str, Any]:
     project = session_project(state, session_id)
     found = projects.load_definitions("commands", project, source=type, search=search)
-    sources: dict[str, str] = {}
-    if found.user_path is not None:
-        sources["userCommandsPath"] = str(found.user_path)
-    if found.project_path is not None:
-        sources["projectCommandsPath"] = str(found.project_path)
+    sources = _sources(found, "Commands")
     return {
         "commands": [
             {"name": item.name, "body": item.body, "type": item.type} for item in found.definitions
@@ -242,11 +248,7 @@ def list_agents(
 ) -> dict[str, Any]:
     project = session_project(state, session_id)
     found = projects.load_definitions("agents", project, source=type, search=search)
-    sources: dict[str, str] = {}
-    if found.user_path is not None:
-        sources["userAgentsPath"] = str(found.user_path)
-    if found.project_path is not None:
-        sources["projectAgentsPath"] = str(found.project_path)
+    sources = _sources(found, "Agents")
     agents: list[dict[str, Any]] = []
     for item in found.definitions:
         agent: dict[str, Any] = {
