@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.install-stamp-run
 STAMP_DEV := $(VENV)/.install-stamp-dev
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint format clean install
+.PHONY: serve test lint format clean install browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ install: $(STAMP_RUN)
 serve: $(STAMP_RUN)
 	$(BIN)/pocketcode serve
 
-test: $(STAMP_DEV)
+# Debian's Chromium for the browser tests (installed with apt-get when missing).
+browser:
+	scripts/ensure-chromium
+
+test: $(STAMP_DEV) browser
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP_DEV)
