@@ -122,13 +122,27 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
 
-    from pocketcode.web.routes import auth, events, health, projects, sessions
+    from pocketcode.web.routes import (
+        auth,
+        events,
+        health,
+        projects,
+        sessions,
+        transcribe,
+        webapp,
+    )
+    from pocketcode.web.routes import (
+        settings as settings_routes,
+    )
 
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(sessions.router)
+    app.include_router(settings_routes.router)
+    app.include_router(transcribe.router)
     app.include_router(events.router)
     app.include_router(projects.router)
+    app.include_router(webapp.router)
     return app
 
 
