@@ -1,5 +1,5 @@
 """Sessions and messages: PokéCode's endpoints with its exact shapes (../shared/pokecode-api.md),
-and pocketcode's own on the same resources (queue, permissions, pricing, settings, usage).
+and pocketcode's own on the same resources (queue, permissions, pricing, usage).
 
 Every route here is private (see `web.security`). The services do the work; blocking calls run
 in sync routes (FastAPI's thread pool) or through `run_in_threadpool`.
@@ -20,7 +20,6 @@ from pocketcode.db.tables import DeviceRow, ModelPricingRow, SessionRow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
 from pocketcode.domain.states import LifecycleStatus, Provider
 from pocketcode.domain.timefmt import iso_z, now_iso_z
-from pocketcode.services.app_settings import AppSettingsService, mask
 from pocketcode.services.devices import DeviceService
 from pocketcode.services.events import Event
 from pocketcode.services.jobs import JobService
@@ -40,7 +39,6 @@ from pocketcode.web.schemas import (
     PermissionAnswerIn,
     PricesIn,
     PromptIn,
-    SettingIn,
     UpdateSessionIn,
 )
 from pocketcode.web.security import Principal
@@ -313,31 +311,6 @@ def update_pricing(body: PricesIn, state: State, _me: Me) -> Json:
             cache_read_multiplier=price.cache_read_multiplier,
         )
     return {"prices": [_price_view(r) for r in pricing.list_prices()]}
-
-
-# -- settings (secrets are write-only) -------------------------------------------------------
-
-
-def _setting_view(key: str, value: str | None) -> Json:
-    return {"key": key, "isSet": value is not None, "masked": mask(value) if value else None}
-
-
-@router.get("/settings/{key}", summary="Whether a setting is set, masked; never its value")
-def get_setting(key: str, state: State, _me: Me) -> Json:
-    return _setting_view(key, AppSettingsService(state.db, state.keyring).get(key))
-
-
-@router.put("/settings/{key}", summary="Set a setting (stored encrypted)")
-def put_setting(key: str, body: SettingIn, state: State, _me: Me) -> Json:
-    AppSettingsService(state.db, state.keyring).set(key, body.value)
-    return _setting_view(key, body.value)
-
-
-@router.delete("/settings/{key}", summary="Remove a setting")
-def delete_setting(key: str, state: State, _me: Me) -> Json:
-    if not AppSettingsService(state.db, state.keyring).delete(key):
-        raise NotFound(f"setting {key} is not set")
-    return _setting_view(key, None)
 
 
 # -- usage -----------------------------------------------------------------------------------
