@@ -131,8 +131,20 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed to call the API from other sites (CORS); default none.",
     )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Reverse proxies (IPs or CIDRs) whose X-Forwarded-For/-Proto are believed; "
+            "default none: the client is the peer of the TCP connection."
+        ),
+    )
     session_ttl_days: int = Field(
         default=30, ge=1, le=365, description="Days a browser login stays valid."
+    )
+    transcript_watch: bool = Field(
+        default=True,
+        description="While serving, watch Claude Code's transcripts and show new terminal "
+        "sessions and messages live.",
     )
 
     @classmethod
@@ -159,7 +171,9 @@ class Settings(BaseSettings):
             raise ValueError("at least one allowed project root is required")
         return [root.expanduser().resolve() for root in value]
 
-    @field_validator("allowed_hosts", "trusted_networks", "cors_origins", mode="before")
+    @field_validator(
+        "allowed_hosts", "trusted_networks", "cors_origins", "forwarded_allow_ips", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         return _split_list_setting(value, ",", strip=True)
@@ -188,6 +202,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"{text!r} is every address: anyone could run commands here")
             networks.append(str(network))
         return networks
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        proxies: list[str] = []
+        for text in value:
+            try:
+                ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or CIDR of a proxy") from None
+            proxies.append(text.strip())
+        return proxies
 
     @field_validator("cors_origins", "public_url")
     @classmethod

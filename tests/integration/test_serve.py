@@ -197,3 +197,59 @@ def test_serve_for_real(serve_process: tuple[subprocess.Popen[str], int]) -> Non
     stderr = process.stderr.read() if process.stderr else ""
     assert printed[-1].strip() == "pocketcode stopped"
     assert "Traceback" not in stderr
+
+
+# --- reverse proxies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded_for", "expected"),
+    [
+        # No proxy configured: the header is anyone's claim and is ignored.
+        ("", "10.1.2.3", 401),
+        # A configured proxy speaks for the client it forwards.
+        ("127.0.0.1", "10.1.2.3", 200),
+        ("127.0.0.0/8", "192.168.7.7", 401),
+    ],
+)
+def test_forwarded_for_is_believed_only_from_configured_proxies(
+    proxies: str,
+    forwarded_for: str,
+    expected: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trusted network (10.0.0.0/8 here) acts as the owner without credentials, so who the
+    client is must not be something a request can claim."""
+    add_owner()
+    port = free_port()
+    monkeypatch.setenv("POCKETCODE_TRUSTED_NETWORKS", "10.0.0.0/8")
+    monkeypatch.setenv("POCKETCODE_FORWARDED_ALLOW_IPS", proxies)
+    seen: dict[str, int] = {}
+
+    async def one_request_then_stop(self: uvicorn.Server) -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"http://127.0.0.1:{port}/api/sessions",
+                headers={"X-Forwarded-For": forwarded_for},
+            )
+        seen["status"] = response.status_code
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", one_request_then_stop)
+
+    code, _, err = run_cli(capsys, "serve", "--host", "127.0.0.1", "--port", str(port))
+
+    assert code == 0, err
+    assert seen["status"] == expected
+
+
+def test_a_proxy_setting_that_is_not_an_address_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POCKETCODE_FORWARDED_ALLOW_IPS", "127.0.0.1,proxy.example")
+
+    code, out, err = run_cli(capsys, "serve")
+
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert "'proxy.example' is not an IP address or CIDR of a proxy" in err

@@ -126,6 +126,11 @@ def run_server(app: FastAPI, settings: Settings, *, on_listening: Callable[[], N
             port=settings.port,
             log_level=settings.log_level,
             server_header=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise; we believe
+            # it only from configured proxies, so the client address that throttling and the
+            # trusted networks see cannot be claimed by whoever sends the header.
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or [],
         )
     )
     try:
