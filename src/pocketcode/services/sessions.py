@@ -35,6 +35,7 @@ from pocketcode.services.paths import resolve_project_dir
 TITLE_MAX_CHARS = 255
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+MAX_SEARCH_CHARS = 200
 
 
 def claude_config_dir() -> Path:
@@ -173,16 +174,32 @@ class SessionService:
         *,
         status: LifecycleStatus | None = None,
         project_path: str | None = None,
+        search: str | None = None,
         limit: int = DEFAULT_PAGE,
         offset: int = 0,
     ) -> tuple[list[SessionRow], int]:
-        """Sessions, most recently accessed first, and the total matching."""
+        """Sessions, most recently accessed first, and the total matching. `search` keeps
+        those whose title or project path contains it, ignoring case."""
         _check_page(limit, offset)
         conditions: list[sa.ColumnElement[bool]] = [SessionRow.deleted_at.is_(None)]
         if status is not None:
             conditions.append(SessionRow.status == status)
         if project_path is not None:
             conditions.append(SessionRow.project_path == project_path)
+        if search:
+            if len(search) > MAX_SEARCH_CHARS or "\x00" in search:
+                raise InvalidInput(
+                    f"a search is at most {MAX_SEARCH_CHARS} characters, without NUL"
+                )
+            # `%` and `_` typed by the user are literal characters, not wildcards.
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            conditions.append(
+                sa.or_(
+                    SessionRow.title.ilike(pattern, escape="\\"),
+                    SessionRow.project_path.ilike(pattern, escape="\\"),
+                )
+            )
         with self.db.read() as session:
             total = session.scalar(
                 sa.select(sa.func.count()).select_from(SessionRow).where(*conditions)

@@ -28,7 +28,7 @@ from pocketcode.services.messages import MessageService
 from pocketcode.services.permissions import Answer, PermissionService, request_data
 from pocketcode.services.pricing import PricingService
 from pocketcode.services.runs import validate_run_options
-from pocketcode.services.sessions import SessionService
+from pocketcode.services.sessions import MAX_SEARCH_CHARS, SessionService
 from pocketcode.services.usage import UsageTotals, queue_counts, usage_summary
 from pocketcode.web.app import AppState
 from pocketcode.web.deps import app_state, current_principal
@@ -115,9 +115,17 @@ def list_sessions(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_SEARCH_CHARS, description="Part of the title or project path, any case"
+        ),
+    ] = None,
 ) -> Json:
     status = LifecycleStatus(session_state) if session_state else None
-    rows, total = _sessions(state).list_sessions(status=status, limit=limit, offset=offset)
+    rows, total = _sessions(state).list_sessions(
+        status=status, search=q, limit=limit, offset=offset
+    )
     pending = _pending_counts(state)
     return {
         "sessions": [session_view(r, pending_permissions=pending.get(r.id, 0)) for r in rows],
