@@ -84,6 +84,9 @@ def create_app(
         version=__version__,
         description="Drive Claude Code sessions on your own machine from a phone or browser.",
         lifespan=lifespan,
+        # Served by routes/docs.py from local files instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(PocketcodeError)
@@ -124,6 +127,7 @@ def create_app(
 
     from pocketcode.web.routes import (
         auth,
+        docs,
         events,
         health,
         projects,
@@ -143,6 +147,7 @@ def create_app(
     app.include_router(events.router)
     app.include_router(projects.router)
     app.include_router(webapp.router)
+    app.include_router(docs.router)
     return app
 
 
