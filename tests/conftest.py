@@ -20,10 +20,12 @@ BACKENDS = ["sqlite", "postgresql"]
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the developer's real data dir, config file or secret key."""
+    """No test reads the developer's real data dir, config file, secret key or Claude
+    transcripts (a server watches them)."""
     for name in ("DATA_DIR", "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FILE", "CONFIG_FILE"):
         monkeypatch.delenv(f"POCKETCODE_{name}", raising=False)
     monkeypatch.setenv("POCKETCODE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
 
 
 @pytest.fixture(scope="session")

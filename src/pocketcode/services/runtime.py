@@ -1,5 +1,6 @@
 """Everything that runs prompts, wired from the settings: the event bus, the agent runner, the
-permission service and the run manager. `serve` and `pocketcode run` both start one."""
+permission service, the run manager and (for a server) the live transcript watcher. `serve` and
+`pocketcode run` both start one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pocketcode.services.events import EventBus
 from pocketcode.services.permissions import PermissionService
 from pocketcode.services.runs import RunManager, make_worker_id
 from pocketcode.services.secrets import Keyring
+from pocketcode.services.transcript_watch import TranscriptWatcher
 
 ANTHROPIC_API_KEY_SETTING = "anthropic_api_key"
 
@@ -32,6 +34,7 @@ class Runtime:
     runner: ClaudeCodeRunner
     permissions: PermissionService
     runs: RunManager
+    transcripts: TranscriptWatcher | None = None
 
     @classmethod
     async def start(
@@ -69,12 +72,22 @@ class Runtime:
         )
         if claim_jobs:
             await runs.start()
-        return cls(bus, runner, permissions, runs)
+        transcripts: TranscriptWatcher | None = None
+        # A server (it claims every session's jobs) keeps the transcripts in sync; a one-shot
+        # `pocketcode run` does not.
+        if settings.transcript_watch and claim_jobs and only_sessions is None:
+            transcripts = TranscriptWatcher(
+                db, bus, pending_permissions=lambda sid: len(permissions.pending(sid))
+            )
+            await transcripts.start()
+        return cls(bus, runner, permissions, runs, transcripts)
 
     def queue_health(self) -> str:
         """'healthy' while the run manager claims prompts, 'unhealthy' if its loop died."""
         return "healthy" if self.runs.is_claiming() else "unhealthy"
 
     async def stop(self) -> None:
+        if self.transcripts is not None:
+            await self.transcripts.stop()
         await self.runs.stop()
         await self.bus.stop()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -79,6 +79,8 @@ class ScanSummary:
     bytes_read: int = 0
     new_session_ids: set[uuid.UUID] = field(default_factory=set)
     updated_session_ids: set[uuid.UUID] = field(default_factory=set)
+    messages: list[MessageRow] | None = None
+    """The messages stored by this scan, with `keep_messages` (else None): what to publish."""
 
 
 @dataclass
@@ -125,13 +127,18 @@ def _subagent_parent(path: Path) -> str | None:
     return None
 
 
+def _scan_order(paths: Iterable[Path]) -> list[Path]:
+    """Session files before sub-agent files (so a parent session exists before its sub-agents
+    attach to it)."""
+    return sorted(paths, key=lambda path: (_subagent_parent(path) is not None, str(path)))
+
+
 def transcript_files(root: Path) -> list[Path]:
-    """Every `.jsonl` file under `root`, session files before sub-agent files (so a parent
-    session exists before its sub-agents attach to it)."""
+    """Every `.jsonl` file under `root`, in scan order."""
     found: list[Path] = []
     for directory, _, names in os.walk(root):
         found.extend(Path(directory, name) for name in names if name.endswith(".jsonl"))
-    return sorted(found, key=lambda path: (_subagent_parent(path) is not None, str(path)))
+    return _scan_order(found)
 
 
 class TranscriptIndexer:
@@ -151,14 +158,21 @@ class TranscriptIndexer:
     # -- the scan --------------------------------------------------------------------------
 
     def scan(
-        self, paths: Iterable[Path] | None = None, progress: ScanProgress | None = None
+        self,
+        paths: Iterable[Path] | None = None,
+        progress: ScanProgress | None = None,
+        *,
+        keep_messages: bool = False,
     ) -> ScanSummary:
         """Index the given transcript files, or every file under the config dir's
-        `projects/` (then files that disappeared are marked gone)."""
+        `projects/` (then files that disappeared are marked gone). With `keep_messages` the
+        summary lists the messages stored (the live watcher publishes them)."""
         whole_tree = paths is None
-        files = transcript_files(self.root) if paths is None else [Path(p) for p in paths]
+        files = (
+            transcript_files(self.root) if paths is None else _scan_order(Path(p) for p in paths)
+        )
         marks = self._load_marks(None if whole_tree else files)
-        summary = ScanSummary(files_total=len(files))
+        summary = ScanSummary(files_total=len(files), messages=[] if keep_messages else None)
         seen: set[str] = set()
         for index, path in enumerate(files):
             seen.add(str(path))
@@ -254,6 +268,7 @@ class TranscriptIndexer:
                 mark is not None
                 and mark.inode == stat.st_ino
                 and mark.parsed_offset <= stat.st_size
+                and _ends_a_line(handle, mark.parsed_offset)
             ):
                 offset = mark.parsed_offset
             handle.seek(offset)
@@ -337,9 +352,11 @@ class TranscriptIndexer:
                 target = self._target_session(session, path, chunk, session_id, summary)
             if target is not None and chunk.messages:
                 stored = self._store(session, target, chunk)
-                summary.messages_imported += stored
+                summary.messages_imported += len(stored)
                 if stored:
                     summary.updated_session_ids.add(target.id)
+                    if summary.messages is not None:
+                        summary.messages.extend(stored)
             elif target is not None and chunk.cli_cost_usd is not None:
                 target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
             row.inode = stat.st_ino
@@ -404,7 +421,7 @@ class TranscriptIndexer:
         summary.new_session_ids.add(row.id)
         return row
 
-    def _store(self, session: Session, target: SessionRow, chunk: _Chunk) -> int:
+    def _store(self, session: Session, target: SessionRow, chunk: _Chunk) -> list[MessageRow]:
         messages = self._adopt_prompts(session, target.id, chunk.messages)
         adopted = len(chunk.messages) - len(messages)
         stored = append_batch_in(session, target.id, messages)
@@ -418,7 +435,7 @@ class TranscriptIndexer:
             target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
         if stored or adopted:
             self._update_totals(session, target)
-        return len(stored)
+        return stored
 
     @staticmethod
     def _adopt_prompts(
@@ -547,6 +564,15 @@ class TranscriptIndexer:
             row.last_error = error
             row.last_scanned_at = now
             row.updated_at = now
+
+
+def _ends_a_line(handle: BinaryIO, offset: int) -> bool:
+    """Whether the byte before `offset` is a newline: a file truncated and written again past
+    the old watermark does not, and is read again from the start."""
+    if offset == 0:
+        return True
+    handle.seek(offset - 1)
+    return handle.read(1) == b"\n"
 
 
 def _file_row(session: Session, path: Path) -> TranscriptFileRow:
