@@ -125,7 +125,15 @@ async def test_a_write_waits_for_approval(run_stack: StartStack, answer: Answer)
         await anyio.to_thread.run_sync(
             lambda: stack.permissions.answer(event.data["id"], answer, reason="not now")
         )
-        await stack.collect_until_done(subscription, job.id)
+        after = await stack.collect_until_done(subscription, job.id)
+
+    # Every screen learns at once that nothing waits for an answer any more: a state event
+    # comes before the run goes on (the tool's result), not only when the run ends.
+    answered = next(
+        i for i, e in enumerate(after) if e.type == "state" and e.data["pendingPermissions"] == 0
+    )
+    first_message = next(i for i, e in enumerate(after) if e.type == "message")
+    assert answered < first_message, [e.type for e in after]
 
     written = stack.project / "approved.txt"
     if answer is Answer.ALLOW:

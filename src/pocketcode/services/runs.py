@@ -526,7 +526,7 @@ class RunManager:
                 ),
             )
 
-        return await self.permissions.request(
+        decision = await self.permissions.request(
             job.session_id,
             job.id,
             tool_name,
@@ -535,6 +535,9 @@ class RunManager:
             publish=publish,
             on_expired=expired,
         )
+        # Answered here or in another process: the run is no longer waiting for anyone.
+        await self._publish_state(job.session_id)
+        return decision
 
     async def _heartbeat(self, job_id: uuid.UUID) -> None:
         """Keep the claim alive; a claim lost (another process declared this worker dead and
