@@ -151,6 +151,7 @@ class JobService:
         checked = _check_options(options)
         with self.db.write() as session:
             row = _writable_session(session, session_id)
+            row.last_accessed_at = utcnow()  # in use: not a session `db archive` may take
             job = JobRow(
                 id=uuid.uuid4(),
                 session_id=row.id,

@@ -36,6 +36,9 @@ TITLE_MAX_CHARS = 255
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
 MAX_SEARCH_CHARS = 200
+# How finely last_accessed_at follows reads (it orders the list and decides what `db archive`
+# takes, where a minute does not matter).
+ACCESS_RESOLUTION = timedelta(minutes=1)
 
 
 def claude_config_dir() -> Path:
@@ -268,6 +271,12 @@ class SessionService:
     def touch(self, session_id: uuid.UUID | str) -> None:
         """Record that the user looked at the session (seed 000's last_accessed_at)."""
         self._update_where(session_id, last_accessed_at=utcnow())
+
+    def touch_if_stale(self, row: SessionRow) -> None:
+        """`touch` a session just read, unless that was done less than a minute ago: opening a
+        chat polls it, and a write per read would cost every reader the write lock."""
+        if utcnow() - row.last_accessed_at >= ACCESS_RESOLUTION:
+            self.touch(row.id)
 
     def delete(self, session_id: uuid.UUID | str) -> None:
         """Soft delete, as PokéCode's DELETE did; refused while a run is active."""
