@@ -138,6 +138,7 @@ def create_app(
     from pocketcode.web.routes import (
         settings as settings_routes,
     )
+    from pocketcode.web.schemas import document_app_errors
 
     app.include_router(health.router)
     app.include_router(auth.router)
@@ -148,6 +149,7 @@ def create_app(
     app.include_router(projects.router)
     app.include_router(webapp.router)
     app.include_router(docs.router)
+    document_app_errors(app)
     return app
 
 

@@ -32,6 +32,7 @@ from pocketcode.web.deps import (
     current_principal,
     optional_principal,
 )
+from pocketcode.web.schemas import errors
 from pocketcode.web.security import SESSION_COOKIE, Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -183,7 +184,10 @@ def status(request: Request, auth: Auth) -> StatusOut:
 
 
 @router.post(
-    "/setup", status_code=201, summary="Create the owner account with the one-time setup token"
+    "/setup",
+    status_code=201,
+    summary="Create the owner account with the one-time setup token",
+    responses=errors(400, 403, 409, 429),
 )
 def setup(
     body: SetupIn, request: Request, response: Response, auth: Auth, state: State
@@ -209,7 +213,7 @@ def setup(
     return LoginOut(user=UserOut.of(auth.get_user(user.id)), expires_at=iso_z(login.expires_at))
 
 
-@router.post("/login", summary="Log in; sets the session cookie")
+@router.post("/login", summary="Log in; sets the session cookie", responses=errors(400, 401, 429))
 def login(
     body: LoginIn, request: Request, response: Response, auth: Auth, state: State
 ) -> LoginOut:
@@ -241,7 +245,11 @@ def me(principal: Me, auth: Auth) -> MeOut:
     return MeOut(user=UserOut.of(auth.get_user(principal.user_id)), auth_method=principal.method)
 
 
-@router.post("/password", summary="Change the password; other login sessions are revoked")
+@router.post(
+    "/password",
+    summary="Change the password; other login sessions are revoked",
+    responses=errors(400, 403, 429),
+)
 def change_password(
     body: PasswordIn, request: Request, principal: Account, auth: Auth
 ) -> PasswordOut:
@@ -255,13 +263,21 @@ def change_password(
     return PasswordOut(revoked_sessions=revoked)
 
 
-@router.post("/totp/enroll", summary="Start two-factor auth: a new secret to scan")
+@router.post(
+    "/totp/enroll",
+    summary="Start two-factor auth: a new secret to scan",
+    responses=errors(403, 409),
+)
 def totp_enroll(principal: Account, auth: Auth) -> TotpEnrollOut:
     enrollment = auth.enroll_totp(principal.user_id)
     return TotpEnrollOut(secret=enrollment.secret, otpauth_uri=enrollment.uri)
 
 
-@router.post("/totp/confirm", summary="Turn two-factor auth on with a code; returns recovery codes")
+@router.post(
+    "/totp/confirm",
+    summary="Turn two-factor auth on with a code; returns recovery codes",
+    responses=errors(400, 403, 409, 429),
+)
 def totp_confirm(
     body: TotpConfirmIn, request: Request, principal: Account, auth: Auth
 ) -> TotpConfirmOut:
@@ -269,24 +285,43 @@ def totp_confirm(
     return TotpConfirmOut(recovery_codes=codes)
 
 
-@router.post("/totp/disable", status_code=204, summary="Turn two-factor auth off")
+@router.post(
+    "/totp/disable",
+    status_code=204,
+    summary="Turn two-factor auth off",
+    responses=errors(400, 403, 429),
+)
 def totp_disable(body: TotpDisableIn, request: Request, principal: Account, auth: Auth) -> Response:
     auth.disable_totp(principal.user_id, password=body.password, ip=client_ip(request))
     return Response(status_code=204)
 
 
-@router.get("/tokens", summary="The user's API tokens (never the tokens themselves)")
+@router.get(
+    "/tokens",
+    summary="The user's API tokens (never the tokens themselves)",
+    responses=errors(403),
+)
 def list_tokens(principal: Account, auth: Auth) -> list[TokenOut]:
     return [TokenOut.of(token) for token in auth.list_tokens(principal.user_id)]
 
 
-@router.post("/tokens", status_code=201, summary="Create an API token; shown this once")
+@router.post(
+    "/tokens",
+    status_code=201,
+    summary="Create an API token; shown this once",
+    responses=errors(400, 403),
+)
 def create_token(body: TokenIn, principal: Account, auth: Auth) -> TokenCreatedOut:
     created = auth.create_token(principal.user_id, body.name)
     return TokenCreatedOut(token=created.token, **TokenOut.of(created.info).model_dump())
 
 
-@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke an API token")
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=204,
+    summary="Revoke an API token",
+    responses=errors(403, 404),
+)
 def revoke_token(token_id: str, principal: Account, auth: Auth) -> Response:
     auth.revoke_token(principal.user_id, token_id)
     return Response(status_code=204)

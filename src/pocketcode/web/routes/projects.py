@@ -16,12 +16,25 @@ from pocketcode.services.projects import DirectoryItem, SourceFilter
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.app import AppState
 from pocketcode.web.deps import app_state
+from pocketcode.web.schemas import (
+    AgentsOut,
+    CommandsOut,
+    DirectoryOut,
+    FileContentOut,
+    GitDiffOut,
+    GitFileOut,
+    GitStatusOut,
+    ProjectFilesOut,
+    RepositoriesOut,
+    errors,
+)
 
 router = APIRouter(tags=["projects"])
 
 State = Annotated[AppState, Depends(app_state)]
 Search = Annotated[str | None, Query(max_length=256)]
 RequestPath = Annotated[str, Query(min_length=1, max_length=4096)]
+Responses = dict[str, Any]
 
 
 def session_project(state: AppState, session_id: str) -> Path:
@@ -48,8 +61,12 @@ def _item(item: DirectoryItem) -> dict[str, Any]:
 # -- repositories and directories -------------------------------------------------------------
 
 
-@router.get("/api/repositories/", include_in_schema=False)
-@router.get("/api/repositories", summary="The folders of the projects directory")
+@router.get("/api/repositories/", include_in_schema=False, response_model=RepositoriesOut)
+@router.get(
+    "/api/repositories",
+    summary="The folders of the projects directory",
+    response_model=RepositoriesOut,
+)
 def list_repositories(state: State) -> dict[str, Any]:
     found = projects.list_repositories(state.settings.allowed_roots)
     return {
@@ -62,8 +79,15 @@ def list_repositories(state: State) -> dict[str, Any]:
     }
 
 
-@router.get("/api/directories/browse/", include_in_schema=False)
-@router.get("/api/directories/browse", summary="One directory inside the allowed roots")
+_BROWSE: Responses = {
+    "response_model": DirectoryOut,
+    "response_model_exclude_unset": True,
+    "responses": errors(400, 403, 404),
+}
+
+
+@router.get("/api/directories/browse/", include_in_schema=False, **_BROWSE)
+@router.get("/api/directories/browse", summary="One directory inside the allowed roots", **_BROWSE)
 def browse_directories(
     state: State,
     path: Annotated[str | None, Query(max_length=4096)] = None,
@@ -86,7 +110,13 @@ def _relative(path: Path, project: Path) -> str:
     return "" if path == project else path.relative_to(project).as_posix()
 
 
-@router.get("/api/sessions/{session_id}/files", summary="List a folder of the session's project")
+@router.get(
+    "/api/sessions/{session_id}/files",
+    summary="List a folder of the session's project",
+    response_model=ProjectFilesOut,
+    response_model_exclude_unset=True,
+    responses=errors(400, 403, 404),
+)
 def list_project_files(
     state: State,
     session_id: str,
@@ -106,6 +136,8 @@ def list_project_files(
 @router.get(
     "/api/sessions/{session_id}/files/content",
     summary="A text file of the session's project (UTF-8, at most 1 MiB)",
+    response_model=FileContentOut,
+    responses=errors(400, 403, 404, 413, 415),
 )
 def read_project_file(state: State, session_id: str, path: RequestPath) -> dict[str, Any]:
     project = session_project(state, session_id)
@@ -136,7 +168,13 @@ def _flag(raw: str | None, default: bool) -> bool:
     return raw.strip().lower() not in {"", "false", "0", "no", "off"}
 
 
-@router.get("/api/sessions/{session_id}/git/status", summary="Git status of the project")
+@router.get(
+    "/api/sessions/{session_id}/git/status",
+    summary="Git status of the project",
+    response_model=GitStatusOut,
+    response_model_exclude_unset=True,
+    responses=errors(400, 403, 404),
+)
 def git_status(
     state: State,
     session_id: str,
@@ -176,7 +214,13 @@ def git_status(
     return body
 
 
-@router.get("/api/sessions/{session_id}/git/diff", summary="Unified diff of one path")
+@router.get(
+    "/api/sessions/{session_id}/git/diff",
+    summary="Unified diff of one path",
+    response_model=GitDiffOut,
+    response_model_exclude_unset=True,
+    responses=errors(400, 403, 404),
+)
 def git_diff(
     state: State,
     session_id: str,
@@ -194,7 +238,12 @@ def git_diff(
     return body
 
 
-@router.get("/api/sessions/{session_id}/git/file", summary="A file at WORKING, INDEX or a ref")
+@router.get(
+    "/api/sessions/{session_id}/git/file",
+    summary="A file at WORKING, INDEX or a ref",
+    response_model=GitFileOut,
+    responses=errors(400, 403, 404),
+)
 def git_file(
     state: State,
     session_id: str,
@@ -225,8 +274,17 @@ def _sources(found: projects.DefinitionSources, kind: str) -> dict[str, str]:
     return sources
 
 
-@router.get("/api/sessions/{session_id}/commands/", include_in_schema=False)
-@router.get("/api/sessions/{session_id}/commands", summary="Slash commands for the session")
+_COMMANDS: Responses = {
+    "response_model": CommandsOut,
+    "response_model_exclude_unset": True,
+    "responses": errors(403, 404),
+}
+
+
+@router.get("/api/sessions/{session_id}/commands/", include_in_schema=False, **_COMMANDS)
+@router.get(
+    "/api/sessions/{session_id}/commands", summary="Slash commands for the session", **_COMMANDS
+)
 def list_commands(
     state: State, session_id: str, type: SourceFilter = "all", search: Search = None
 ) -> dict[str, Any]:
@@ -241,8 +299,15 @@ def list_commands(
     }
 
 
-@router.get("/api/sessions/{session_id}/agents/", include_in_schema=False)
-@router.get("/api/sessions/{session_id}/agents", summary="Subagents for the session")
+_AGENTS: Responses = {
+    "response_model": AgentsOut,
+    "response_model_exclude_unset": True,
+    "responses": errors(403, 404),
+}
+
+
+@router.get("/api/sessions/{session_id}/agents/", include_in_schema=False, **_AGENTS)
+@router.get("/api/sessions/{session_id}/agents", summary="Subagents for the session", **_AGENTS)
 def list_agents(
     state: State, session_id: str, type: SourceFilter = "all", search: Search = None
 ) -> dict[str, Any]:
