@@ -122,8 +122,23 @@ class SessionRow(Base):
             f"context IS NULL OR length(context) <= {CONTEXT_MAX_CHARS}", name="context_length"
         ),
         sa.UniqueConstraint("provider", "provider_session_id"),
-        sa.Index(None, "status"),
-        sa.Index(None, "last_accessed_at"),
+        # The session list: newest access first (id breaks ties), with or without a state
+        # filter; partial, so a page, an offset and the count read only live sessions' entries.
+        sa.Index(
+            None,
+            "last_accessed_at",
+            "id",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+        sa.Index(
+            None,
+            "status",
+            "last_accessed_at",
+            "id",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
         sa.Index(None, "last_activity_at"),
         sa.Index(None, "project_path"),
         sa.Index(None, "process_status"),

@@ -210,7 +210,8 @@ class SessionService:
             rows = session.scalars(
                 sa.select(SessionRow)
                 .where(*conditions)
-                .order_by(SessionRow.last_accessed_at.desc(), SessionRow.id)
+                # Both descending: the index on (last_accessed_at, id) read backwards.
+                .order_by(SessionRow.last_accessed_at.desc(), SessionRow.id.desc())
                 .limit(limit)
                 .offset(offset)
             ).all()
