@@ -20,6 +20,7 @@ from pocketcode.db.tables import DeviceRow, ModelPricingRow, SessionRow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
 from pocketcode.domain.states import LifecycleStatus, Provider
 from pocketcode.domain.timefmt import iso_z, now_iso_z
+from pocketcode.services.app_settings import KnownSettings
 from pocketcode.services.devices import DeviceService
 from pocketcode.services.events import Event
 from pocketcode.services.jobs import JobService
@@ -93,13 +94,15 @@ def _view(state: AppState, row: SessionRow) -> Json:
 def create_session(body: CreateSessionIn, state: State, _me: Me) -> Json:
     if body.provider in ("codex-cli", "codex"):
         raise InvalidInput("the Codex provider is not supported by this server yet")
+    # What the request leaves out comes from the settings default_model / _permission_mode.
+    defaults = KnownSettings(state.db, state.keyring).session_defaults()
     row = _sessions(state).create(
         body.project_path,
         provider=Provider.CLAUDE_CODE,
         title=body.title,
         context=body.context,
-        model=body.model,
-        permission_mode=body.permission_mode,
+        model=body.model or defaults.model,
+        permission_mode=body.permission_mode or defaults.permission_mode,
         metadata=body.metadata,
     )
     return session_view(row)

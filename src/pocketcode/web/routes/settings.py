@@ -1,42 +1,96 @@
-"""Application settings: known keys, plain values shown, secrets write-only and masked."""
+"""Application settings: known keys, plain values shown, secrets write-only and masked.
+
+The registry of keys and their checks lives in `services.app_settings`; an unknown key is a
+404 that names the known ones.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import Field
 
-from pocketcode.domain.errors import NotFound
-from pocketcode.services.app_settings import AppSettingsService, mask
+from pocketcode.services.app_settings import KnownSettings, SettingView
 from pocketcode.web.app import AppState
 from pocketcode.web.deps import app_state, current_principal
-from pocketcode.web.schemas import SettingIn
+from pocketcode.web.schemas import Out, SettingIn, errors
 from pocketcode.web.security import Principal
 
 router = APIRouter(prefix="/api", tags=["settings"])
 
 State = Annotated[AppState, Depends(app_state)]
 Me = Annotated[Principal, Depends(current_principal)]
-Json = dict[str, Any]
+Key = Annotated[str, Path(max_length=255, description="A setting's key, e.g. default_model")]
 
 
-def _setting_view(key: str, value: str | None) -> Json:
-    return {"key": key, "isSet": value is not None, "masked": mask(value) if value else None}
+class SettingOut(Out):
+    key: str
+    secret: bool = Field(description="Write-only: never returned, only `masked`")
+    is_set: bool = Field(
+        description="Whether a value is stored (else a plain one shows its default)"
+    )
+    value: str | None = Field(description="A plain setting's value or default; null for secrets")
+    masked: str | None = Field(description="A stored secret's last characters at most")
+
+    @classmethod
+    def of(cls, view: SettingView) -> SettingOut:
+        return cls(
+            key=view.key,
+            secret=view.secret,
+            is_set=view.is_set,
+            value=view.value,
+            masked=view.masked,
+        )
 
 
-@router.get("/settings/{key}", summary="Whether a setting is set, masked; never its value")
-def get_setting(key: str, state: State, _me: Me) -> Json:
-    return _setting_view(key, AppSettingsService(state.db, state.keyring).get(key))
+class SettingsOut(Out):
+    settings: list[SettingOut]
 
 
-@router.put("/settings/{key}", summary="Set a setting (stored encrypted)")
-def put_setting(key: str, body: SettingIn, state: State, _me: Me) -> Json:
-    AppSettingsService(state.db, state.keyring).set(key, body.value)
-    return _setting_view(key, body.value)
+def _settings(state: AppState) -> KnownSettings:
+    return KnownSettings(state.db, state.keyring)
 
 
-@router.delete("/settings/{key}", summary="Remove a setting")
-def delete_setting(key: str, state: State, _me: Me) -> Json:
-    if not AppSettingsService(state.db, state.keyring).delete(key):
-        raise NotFound(f"setting {key} is not set")
-    return _setting_view(key, None)
+@router.get(
+    "/settings",
+    response_model=SettingsOut,
+    response_model_by_alias=True,
+    summary="Every known setting: plain values shown, secrets masked",
+)
+def list_settings(state: State, _me: Me) -> SettingsOut:
+    return SettingsOut(settings=[SettingOut.of(v) for v in _settings(state).describe_all()])
+
+
+@router.get(
+    "/settings/{key}",
+    response_model=SettingOut,
+    response_model_by_alias=True,
+    summary="One setting: a plain value shown, a secret masked",
+    responses=errors(400, 404),
+)
+def get_setting(key: Key, state: State, _me: Me) -> SettingOut:
+    return SettingOut.of(_settings(state).describe(key))
+
+
+@router.put(
+    "/settings/{key}",
+    response_model=SettingOut,
+    response_model_by_alias=True,
+    summary="Set a setting (checked by its kind, stored encrypted)",
+    responses=errors(400, 404),
+)
+def put_setting(key: Key, body: SettingIn, state: State, _me: Me) -> SettingOut:
+    return SettingOut.of(_settings(state).update(key, body.value))
+
+
+@router.delete(
+    "/settings/{key}",
+    status_code=204,
+    response_class=Response,
+    summary="Forget a setting (a plain one falls back to its default)",
+    responses={204: {"description": "Not set any more"}, **errors(400, 404)},
+)
+def delete_setting(key: Key, state: State, _me: Me) -> Response:
+    _settings(state).clear(key)
+    return Response(status_code=204)
