@@ -39,10 +39,11 @@ from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow, TranscriptFileRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.states import MessageType, Provider
-from pocketcode.services.messages import NewMessage, append_batch_in
 from pocketcode.services.pricing import Price, PricingService, TokenUsage, compute_cost
 from pocketcode.services.sessions import claude_config_dir
+from pocketcode.services.transcript_store import RawMessage, raw_json_of, store_messages
 from pocketcode.services.transcripts import (
+    READ_BUFFER,
     complete_lines,
     messages_from_line,
     parse_line,
@@ -100,8 +101,10 @@ class _Mark:
 class _Chunk:
     """What was read of one file since the last flush."""
 
-    messages: list[NewMessage] = field(default_factory=list)
+    messages: list[RawMessage] = field(default_factory=list)
     raw_bytes: int = 0
+    totals_stale: bool = False
+    """Messages were stored or adopted since the session's totals were last computed."""
     provider_session_id: str | None = None
     cwd: str | None = None
     title: str | None = None
@@ -253,7 +256,7 @@ class TranscriptIndexer:
             summary.files_unchanged += 1
             return
         try:
-            handle = path.open("rb")
+            handle = path.open("rb", buffering=READ_BUFFER)
         except FileNotFoundError:
             summary.files_skipped += 1
             return
@@ -294,18 +297,20 @@ class TranscriptIndexer:
                 offset += consumed
                 summary.bytes_read += consumed
                 line = parse_line(raw) if raw is not None else None
-                if line is None:
+                if line is None or raw is None:
                     chunk.lines_skipped += 1
                     continue
                 summary.lines_parsed += 1
-                self._take(line, chunk, context)
+                self._take(line, raw, chunk, context)
                 if len(chunk.messages) >= _FLUSH_MESSAGES or chunk.raw_bytes >= _FLUSH_BYTES:
                     session_id = self._flush(path, chunk, offset, stat, session_id, summary)
         except OSError as exc:  # vanished or unreadable underneath: keep what was read
             error = f"read failed: {exc.strerror or exc}"
-        self._flush(path, chunk, offset, stat, session_id, summary, error=error)
+        self._flush(path, chunk, offset, stat, session_id, summary, error=error, final=True)
 
-    def _take(self, line: dict[str, Any], chunk: _Chunk, context: LineContext) -> None:
+    def _take(
+        self, line: dict[str, Any], line_bytes: bytes, chunk: _Chunk, context: LineContext
+    ) -> None:
         line_session = line.get("sessionId")
         if chunk.provider_session_id is None and isinstance(line_session, str) and line_session:
             chunk.provider_session_id = line_session
@@ -327,8 +332,11 @@ class TranscriptIndexer:
         if stamp is not None:
             chunk.first_at = chunk.first_at or stamp
             chunk.last_at = stamp
-        chunk.messages.extend(messages)
-        chunk.raw_bytes += sum(len(m.text) for m in messages) + 512
+        for message in messages:
+            raw_json = raw_json_of(message, line, line_bytes)
+            message.raw = None  # kept as text only: the parsed line is dropped now
+            chunk.messages.append(RawMessage(message, raw_json))
+            chunk.raw_bytes += len(message.text) + len(raw_json or "") + 512
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -342,8 +350,11 @@ class TranscriptIndexer:
         summary: ScanSummary,
         *,
         error: str | None = None,
+        final: bool = False,
     ) -> uuid.UUID | None:
-        """Store the chunk's messages and move the file's watermark, in one transaction."""
+        """Store the chunk's messages and move the file's watermark, in one transaction. The
+        session's totals are computed again in the file's last flush only (each costs a
+        pass over the session's messages)."""
         now = utcnow()
         with self.db.write() as session:
             row = _file_row(session, path)
@@ -351,14 +362,18 @@ class TranscriptIndexer:
             if chunk.messages or session_id is not None:
                 target = self._target_session(session, path, chunk, session_id, summary)
             if target is not None and chunk.messages:
-                stored = self._store(session, target, chunk)
-                summary.messages_imported += len(stored)
+                keep = summary.messages is not None
+                stored, rows = self._store(session, target, chunk, keep_rows=keep)
+                summary.messages_imported += stored
                 if stored:
                     summary.updated_session_ids.add(target.id)
                     if summary.messages is not None:
-                        summary.messages.extend(stored)
+                        summary.messages.extend(rows)
             elif target is not None and chunk.cli_cost_usd is not None:
                 target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
+            if final and target is not None and chunk.totals_stale:
+                self._update_totals(session, target)
+                chunk.totals_stale = False
             row.inode = stat.st_ino
             row.size = stat.st_size
             row.mtime_ns = stat.st_mtime_ns
@@ -421,10 +436,14 @@ class TranscriptIndexer:
         summary.new_session_ids.add(row.id)
         return row
 
-    def _store(self, session: Session, target: SessionRow, chunk: _Chunk) -> list[MessageRow]:
+    def _store(
+        self, session: Session, target: SessionRow, chunk: _Chunk, *, keep_rows: bool
+    ) -> tuple[int, list[MessageRow]]:
         messages = self._adopt_prompts(session, target.id, chunk.messages)
         adopted = len(chunk.messages) - len(messages)
-        stored = append_batch_in(session, target.id, messages)
+        stored, rows = store_messages(
+            session.connection(), target.id, messages, utcnow(), keep_rows=keep_rows
+        )
         session.refresh(target)
         if chunk.title and not target.title:
             target.title = chunk.title
@@ -434,18 +453,19 @@ class TranscriptIndexer:
         if chunk.cli_cost_usd is not None:
             target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
         if stored or adopted:
-            self._update_totals(session, target)
-        return stored
+            chunk.totals_stale = True
+        return stored, rows
 
     @staticmethod
     def _adopt_prompts(
-        session: Session, session_id: uuid.UUID, messages: list[NewMessage]
-    ) -> list[NewMessage]:
+        session: Session, session_id: uuid.UUID, items: list[RawMessage]
+    ) -> list[RawMessage]:
         """Give the prompts pocketcode stored itself (no uuid: stream-json never echoes them)
         the uuid of their transcript line, and drop those lines from the batch."""
+        messages = [item.message for item in items]
         prompts = [m for m in messages if m.subtype == "prompt" and m.provider_message_uuid]
         if not prompts:
-            return messages
+            return items
         waiting = list(
             session.execute(
                 sa.select(MessageRow.id, MessageRow.text)
@@ -459,7 +479,7 @@ class TranscriptIndexer:
             )
         )
         if not waiting:
-            return messages
+            return items
         stored = set(
             session.scalars(
                 sa.select(MessageRow.provider_message_uuid).where(
@@ -488,7 +508,7 @@ class TranscriptIndexer:
                 execution_options={"synchronize_session": False},
             )
             adopted.add(id(message))
-        return [m for m in messages if id(m) not in adopted]
+        return [item for item in items if id(item.message) not in adopted]
 
     def _update_totals(self, session: Session, target: SessionRow) -> None:
         """Tokens and cost from the stored assistant messages, each API message id counted

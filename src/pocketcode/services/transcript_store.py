@@ -1,0 +1,217 @@
+"""Storing many transcript messages fast: the indexer's insert path.
+
+`MessageService` appends what a run produces, a few messages at a time, as `NewMessage`s with
+their `raw` line as a dict. An import stores hundreds of thousands of messages whose raw line is
+already JSON text (the transcript line itself), so this path
+- takes the raw JSON as text and never serialises it again (PostgreSQL casts it to jsonb);
+- binds plain tuples through one prepared statement per dialect (`executemany`), with the
+  column types' own bind processors, instead of building ORM objects or Core expressions per row;
+- keeps the store's rules: per-session seq numbers from `sessions.last_message_index` (bumped
+  with one `UPDATE … RETURNING`, so concurrent appenders get contiguous numbers), and a message
+  whose provider uuid is stored already in its session is skipped — looked up after locking the
+  session row (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), with the
+  `(session_id, provider_message_uuid)` unique constraint as the last word.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from pocketcode.db.tables import MessageRow, SessionRow
+from pocketcode.db.types import UTCDateTime
+from pocketcode.domain.errors import NotFound
+from pocketcode.domain.states import MessageType
+from pocketcode.services.messages import NewMessage
+
+_COLUMNS = (
+    "id",
+    "session_id",
+    "seq",
+    "type",
+    "subtype",
+    "text",
+    "raw",
+    "job_id",
+    "provider_session_id",
+    "provider_message_uuid",
+    "provider_message_id",
+    "parent_tool_use_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+    "created_at",
+)
+_MESSAGE_FIELDS = _COLUMNS[3:-1]
+_RAW = _COLUMNS.index("raw")
+
+_LOCK_SESSION = (
+    sa.select(SessionRow.id).where(SessionRow.id == sa.bindparam("session_id")).with_for_update()
+)
+_STORED_UUIDS = sa.select(MessageRow.provider_message_uuid).where(
+    MessageRow.session_id == sa.bindparam("session_id"),
+    MessageRow.provider_message_uuid.in_(sa.bindparam("uuids", expanding=True)),
+)
+_COUNTERS: dict[str, Any] = {
+    "last_message_index": SessionRow.last_message_index + sa.bindparam("count", type_=sa.Integer),
+    "message_count": SessionRow.message_count + sa.bindparam("count", type_=sa.Integer),
+    "last_activity_at": sa.bindparam("now", type_=UTCDateTime()),
+    "updated_at": sa.bindparam("now", type_=UTCDateTime()),
+}
+_WHERE_LIVE = sa.and_(SessionRow.id == sa.bindparam("session_id"), SessionRow.deleted_at.is_(None))
+_BUMP_SEQ = (
+    sa.update(SessionRow)
+    .where(_WHERE_LIVE)
+    .values(**_COUNTERS)
+    .returning(SessionRow.last_message_index)
+)
+_BUMP_SEQ_USER = (
+    sa.update(SessionRow)
+    .where(_WHERE_LIVE)
+    .values(**_COUNTERS, last_message_sent_at=sa.bindparam("now", type_=UTCDateTime()))
+    .returning(SessionRow.last_message_index)
+)
+# Lookups of stored uuids go in slices: SQLite allows 32,766 variables per statement.
+_LOOKUP_SLICE = 5000
+
+
+@dataclass
+class RawMessage:
+    """A message to store and its raw line as JSON text (None: no raw)."""
+
+    message: NewMessage
+    raw_json: str | None
+
+
+def raw_json_of(message: NewMessage, line: dict[str, Any], line_bytes: bytes) -> str | None:
+    """The raw JSON text of a message mapped from `line` (parsed from `line_bytes`): the line's
+    own bytes when the raw is the whole line, so it is never serialised again."""
+    if message.raw is None:
+        return None
+    if message.raw is line:
+        return line_bytes.rstrip(b"\r\n").decode()
+    return orjson.dumps(message.raw).decode()
+
+
+class _Statement:
+    """One INSERT of every message column for a dialect, with the columns' bind processors."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        table = MessageRow.__table__
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        values = [
+            f"CAST({marker} AS JSONB)" if name == "raw" and dialect.name == "postgresql" else marker
+            for name in _COLUMNS
+        ]
+        # Only our own constant names go into the text; every value is a bound parameter.
+        names, markers = ", ".join(_COLUMNS), ", ".join(values)
+        self.sql = f"INSERT INTO {MessageRow.__tablename__} ({names}) VALUES ({markers})"  # noqa: S608
+        processors: list[Callable[[Any], Any] | None] = []
+        for name in _COLUMNS:
+            column_type = table.c[name].type
+            processors.append(
+                None if name == "raw" else column_type.dialect_impl(dialect).bind_processor(dialect)
+            )
+        self.processors = processors
+
+
+_statements: dict[str, _Statement] = {}
+
+
+def _statement(dialect: Dialect) -> _Statement:
+    key = f"{dialect.name}:{dialect.paramstyle}"
+    if key not in _statements:
+        _statements[key] = _Statement(dialect)
+    return _statements[key]
+
+
+def store_messages(
+    connection: sa.Connection,
+    session_id: uuid.UUID,
+    messages: Sequence[RawMessage],
+    now: datetime,
+    *,
+    keep_rows: bool = False,
+) -> tuple[int, list[MessageRow]]:
+    """Append the messages to the session inside the caller's write transaction, skipping
+    those whose provider uuid is stored already (or repeats an earlier one). Returns how many
+    were stored and, with `keep_rows`, the stored rows (for publishing)."""
+    fresh = _without_stored(connection, session_id, messages)
+    if not fresh:
+        return 0, []
+    count = len(fresh)
+    bump = (
+        _BUMP_SEQ_USER
+        if any(item.message.type is MessageType.USER for item in fresh)
+        else _BUMP_SEQ
+    )
+    last = connection.scalar(bump, {"session_id": session_id, "count": count, "now": now})
+    if last is None:
+        raise NotFound(f"session {session_id} not found")
+    first = int(last) - count + 1
+    statement = _statement(connection.dialect)
+    processors = statement.processors
+    rows: list[tuple[Any, ...]] = []
+    kept: list[MessageRow] = []
+    for index, item in enumerate(fresh):
+        message = item.message
+        values = (
+            uuid.uuid4(),
+            session_id,
+            first + index,
+            *(getattr(message, name) for name in _MESSAGE_FIELDS),
+            now,
+        )
+        if keep_rows:
+            fields = dict(zip(_COLUMNS, values, strict=True))
+            fields["raw"] = orjson.loads(item.raw_json) if item.raw_json else None
+            kept.append(MessageRow(**fields))
+        processed = [
+            item.raw_json
+            if position == _RAW
+            else (value if process is None or value is None else process(value))
+            for position, (value, process) in enumerate(zip(values, processors, strict=True))
+        ]
+        rows.append(tuple(processed))
+    connection.exec_driver_sql(statement.sql, rows)
+    return count, kept
+
+
+def _without_stored(
+    connection: sa.Connection, session_id: uuid.UUID, messages: Sequence[RawMessage]
+) -> list[RawMessage]:
+    uuids = [
+        item.message.provider_message_uuid
+        for item in messages
+        if item.message.provider_message_uuid is not None
+    ]
+    seen: set[str] = set()
+    if uuids:
+        if connection.dialect.name != "sqlite":
+            connection.execute(_LOCK_SESSION, {"session_id": session_id})
+        for start in range(0, len(uuids), _LOOKUP_SLICE):
+            seen.update(
+                connection.scalars(
+                    _STORED_UUIDS,
+                    {"session_id": session_id, "uuids": uuids[start : start + _LOOKUP_SLICE]},
+                )
+            )
+    fresh: list[RawMessage] = []
+    for item in messages:
+        key = item.message.provider_message_uuid
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        fresh.append(item)
+    return fresh
