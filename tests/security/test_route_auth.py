@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from pocketcode.web.security import PUBLIC_PATHS
+from pocketcode.web.security import PUBLIC_PATHS, PUBLIC_PREFIXES
 from tests.security.conftest import MakeClient
 
 # (method, path template) that answer without credentials, and why.
@@ -24,6 +24,10 @@ PUBLIC = {
     ("GET", "/api/auth/status"),  # which screen to show: setup or login
     ("POST", "/api/auth/setup"),  # needs the one-time token printed by serve
     ("POST", "/api/auth/login"),
+    # The web app's code and styles, its PWA manifest and service worker: no data.
+    ("GET", "/assets/{relative:path}"),
+    ("GET", "/manifest.webmanifest"),
+    ("GET", "/sw.js"),
 }
 
 
@@ -70,8 +74,8 @@ def test_every_route_refuses_anonymous_requests_unless_public(make_client: MakeC
     assert not wrongly_private, wrongly_private
     # The table names no route that does not exist (a renamed route must be reviewed here).
     assert set(routes) >= PUBLIC, PUBLIC - set(routes)
-    # And the server's list says no more than this table.
-    assert {path for _, path in PUBLIC} == set(PUBLIC_PATHS)
+    # And the server's lists say no more than this table.
+    assert {path for _, path in PUBLIC if not path.startswith(PUBLIC_PREFIXES)} == set(PUBLIC_PATHS)
 
 
 def test_a_route_that_declares_nothing_is_private(make_client: MakeClient) -> None:

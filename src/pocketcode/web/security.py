@@ -40,9 +40,13 @@ PUBLIC_PATHS = frozenset(
         "/api/auth/status",
         "/api/auth/setup",
         "/api/auth/login",
+        # The web app's PWA manifest and service worker: a browser fetches them without
+        # credentials (the manifest request carries no cookie), and they hold no data.
+        "/manifest.webmanifest",
+        "/sw.js",
     }
 )
-# Static assets of the web client will be served under this prefix (none exist yet).
+# The web app's static files (routes/webapp.py): code and styles, no data.
 PUBLIC_PREFIXES: tuple[str, ...] = ("/assets/",)
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -1,0 +1,100 @@
+"""A real `pocketcode serve` (SQLite in a temp dir, the real Claude CLI against the in-process
+fake model) and the owner account, for browser tests and screenshots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pocketcode.devtools.fake_model import FakeModelServer
+from tests.e2e.server_process import ServerProcess, server_env
+
+USERNAME = "owner"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class BrowserStack:
+    root: Path
+    model: FakeModelServer
+    server: ServerProcess
+    project: Path
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def reset_script(self) -> None:
+        """Forget turns a failed test left unconsumed, so the next test starts clean."""
+        # The fake has no public way to drop turns.
+        state = self.model._state
+        with state.lock:
+            state.turns.clear()
+            state.subagent_turns.clear()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.model.stop()
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=project,
+        check=True,
+        capture_output=True,
+    )
+
+
+def make_project(root: Path, name: str = "demo-app") -> Path:
+    """A small git repository with one commit."""
+    project = root / name
+    (project / "src").mkdir(parents=True)
+    (project / "README.md").write_text("# Demo app\n\nA project for the browser tests.\n")
+    (project / "src" / "app.py").write_text(
+        'def greet(name):\n    return "Hello, " + name\n\n\nprint(greet("world"))\n'
+    )
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "initial")
+    return project
+
+
+def start_browser_stack(root: Path, extra_env: dict[str, str] | None = None) -> BrowserStack:
+    model = FakeModelServer().start()
+    try:
+        project = make_project(root)
+        env = server_env(root, "", model.base_url)
+        del env["POCKETCODE_DATABASE_URL"]  # SQLite in the data dir
+        env["POCKETCODE_LOG_LEVEL"] = "warning"
+        env.update(extra_env or {})
+        subprocess.run(
+            [sys.executable, "-m", "pocketcode", "user", "create", "-u", USERNAME],
+            input=PASSWORD + "\n",
+            text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        server = ServerProcess.start(env, root / "server.log", timeout=60)
+    except BaseException:
+        model.stop()
+        raise
+    return BrowserStack(root, model, server, project, env)
+
+
+if __name__ == "__main__":  # a demo server to look at by hand: python -m tests.browser.stack
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = start_browser_stack(Path(tmp))
+        print(stack.url, USERNAME, PASSWORD, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            stack.stop()
