@@ -21,13 +21,17 @@ non-UTF-8 bytes are skipped and counted, never a crash.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,9 +43,15 @@ from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow, TranscriptFileRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.states import MessageType, Provider
+from pocketcode.services.messages import NewMessage
 from pocketcode.services.pricing import Price, PricingService, TokenUsage, compute_cost
 from pocketcode.services.sessions import claude_config_dir
-from pocketcode.services.transcript_store import RawMessage, raw_json_of, store_messages
+from pocketcode.services.transcript_store import (
+    RawMessage,
+    raw_json_of,
+    statement_for,
+    store_messages,
+)
 from pocketcode.services.transcripts import (
     READ_BUFFER,
     complete_lines,
@@ -103,8 +113,6 @@ class _Chunk:
 
     messages: list[RawMessage] = field(default_factory=list)
     raw_bytes: int = 0
-    totals_stale: bool = False
-    """Messages were stored or adopted since the session's totals were last computed."""
     provider_session_id: str | None = None
     cwd: str | None = None
     title: str | None = None
@@ -113,14 +121,72 @@ class _Chunk:
     cli_cost_usd: Decimal | None = None
     lines_skipped: int = 0
 
-    def reset(self) -> None:
-        self.messages = []
-        self.raw_bytes = 0
-        self.title = None
-        self.first_at = None
-        self.last_at = None
-        self.cli_cost_usd = None
-        self.lines_skipped = 0
+    def successor(self) -> _Chunk:
+        """The next chunk of the same file (this one goes to the writer)."""
+        return _Chunk(provider_session_id=self.provider_session_id, cwd=self.cwd)
+
+
+@dataclass
+class _Tally:
+    """Usage per model and prompts of a session's stored messages."""
+
+    by_model: dict[str | None, TokenUsage] = field(default_factory=dict)
+    prompts: int = 0
+
+    def add(self, message: NewMessage) -> None:
+        if message.type is MessageType.USER and message.subtype == "prompt":
+            self.prompts += 1
+        elif message.type is MessageType.ASSISTANT and message.provider_message_id is not None:
+            # Within a file only an API message's first block carries its usage.
+            usage = self.by_model.get(message.model, TokenUsage())
+            self.by_model[message.model] = TokenUsage(
+                usage.input_tokens + (message.input_tokens or 0),
+                usage.output_tokens + (message.output_tokens or 0),
+                usage.cache_creation_tokens + (message.cache_creation_tokens or 0),
+                usage.cache_read_tokens + (message.cache_read_tokens or 0),
+            )
+
+
+@dataclass
+class _FileState:
+    """What the writer carries from one flush of a file to the next."""
+
+    session_id: uuid.UUID | None
+    totals_stale: bool = False
+    """Messages were stored or adopted since the session's totals were last computed."""
+
+
+class _Writer:
+    """Runs a scan's database work on a thread of its own, in order, while the scanning thread
+    reads and parses the next lines: SQLite and PostgreSQL drivers release the GIL while the
+    database works, so on two cores parsing and storing overlap. At most `depth` pieces of
+    work wait (each holds at most one flush of messages), which bounds the memory."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="transcript-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], object]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(work)
+
+    def _run(self) -> None:
+        while (work := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    work()
+                except BaseException as exc:  # handed to the scanning thread
+                    self._error = exc
+
+    def finish(self) -> None:
+        """Wait for the work submitted; raise what failed."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _subagent_parent(path: Path) -> str | None:
@@ -156,6 +222,9 @@ class TranscriptIndexer:
         self.root = (config_dir or claude_config_dir()) / "projects"
         self.max_line_bytes = max_line_bytes
         self.pricing = PricingService(db)
+        self.statement = statement_for(db.engine.dialect)
+        self._fresh: dict[uuid.UUID, _Tally] = {}
+        """Sessions created by the running scan: their totals are tallied as they are stored."""
         self._prices: dict[str, Price | None] = {}
 
     # -- the scan --------------------------------------------------------------------------
@@ -176,20 +245,33 @@ class TranscriptIndexer:
         )
         marks = self._load_marks(None if whole_tree else files)
         summary = ScanSummary(files_total=len(files), messages=[] if keep_messages else None)
+        self._fresh = {}
         seen: set[str] = set()
-        for index, path in enumerate(files):
-            seen.add(str(path))
-            self._scan_file(path, marks.get(str(path)), summary)
-            if progress is not None:
-                progress(path, index + 1, len(files))
-        if whole_tree:
-            prefix = str(self.root) + os.sep
-            vanished = [
-                p
-                for p, mark in marks.items()
-                if p.startswith(prefix) and p not in seen and not mark.gone
-            ]
-            self._mark_gone(vanished, summary)
+        writer = _Writer()
+        # A scan makes millions of short-lived objects and few cycles: the cyclic collector
+        # would walk the whole heap again and again (a fifth of an import's time).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for index, path in enumerate(files):
+                seen.add(str(path))
+                self._scan_file(path, marks.get(str(path)), summary, writer)
+                if progress is not None:
+                    writer.submit(partial(progress, path, index + 1, len(files)))
+            if whole_tree:
+                prefix = str(self.root) + os.sep
+                vanished = [
+                    p
+                    for p, mark in marks.items()
+                    if p.startswith(prefix) and p not in seen and not mark.gone
+                ]
+                writer.submit(partial(self._mark_gone, vanished, summary))
+        finally:
+            try:
+                writer.finish()
+            finally:
+                if collecting:
+                    gc.enable()
         summary.sessions_new = len(summary.new_session_ids)
         summary.sessions_updated = len(summary.updated_session_ids - summary.new_session_ids)
         return summary
@@ -234,17 +316,21 @@ class TranscriptIndexer:
             )
         summary.files_gone += len(paths)
 
-    def _scan_file(self, path: Path, mark: _Mark | None, summary: ScanSummary) -> None:
+    def _scan_file(
+        self, path: Path, mark: _Mark | None, summary: ScanSummary, writer: _Writer
+    ) -> None:
         try:
             stat = path.stat()
         except FileNotFoundError:
             if mark is not None and not mark.gone:
-                self._mark_gone([str(path)], summary)
+                writer.submit(partial(self._mark_gone, [str(path)], summary))
             else:
                 summary.files_skipped += 1
             return
         except OSError as exc:
-            self._record_error(path, mark, f"cannot stat: {exc.strerror or exc}", summary)
+            error = f"cannot stat: {exc.strerror or exc}"
+            summary.files_skipped += 1
+            writer.submit(partial(self._record_error, path, error))
             return
         if (
             mark is not None
@@ -261,7 +347,9 @@ class TranscriptIndexer:
             summary.files_skipped += 1
             return
         except OSError as exc:
-            self._record_error(path, mark, f"cannot open: {exc.strerror or exc}", summary)
+            error = f"cannot open: {exc.strerror or exc}"
+            summary.files_skipped += 1
+            writer.submit(partial(self._record_error, path, error))
             return
         with handle:
             # The file may have been replaced between stat and open: trust the open one.
@@ -276,7 +364,7 @@ class TranscriptIndexer:
                 offset = mark.parsed_offset
             handle.seek(offset)
             summary.files_scanned += 1
-            self._read(path, handle, offset, stat, mark, summary)
+            self._read(path, handle, offset, stat, mark, summary, writer)
 
     def _read(
         self,
@@ -286,10 +374,11 @@ class TranscriptIndexer:
         stat: os.stat_result,
         mark: _Mark | None,
         summary: ScanSummary,
+        writer: _Writer,
     ) -> None:
         parent = _subagent_parent(path)
         chunk = _Chunk(provider_session_id=parent or (mark.provider_session_id if mark else None))
-        session_id = mark.session_id if mark is not None else None
+        state = _FileState(mark.session_id if mark is not None else None)
         context = LineContext()
         error: str | None = None
         try:
@@ -303,10 +392,13 @@ class TranscriptIndexer:
                 summary.lines_parsed += 1
                 self._take(line, raw, chunk, context)
                 if len(chunk.messages) >= _FLUSH_MESSAGES or chunk.raw_bytes >= _FLUSH_BYTES:
-                    session_id = self._flush(path, chunk, offset, stat, session_id, summary)
+                    writer.submit(partial(self._flush, path, chunk, offset, stat, state, summary))
+                    chunk = chunk.successor()
         except OSError as exc:  # vanished or unreadable underneath: keep what was read
             error = f"read failed: {exc.strerror or exc}"
-        self._flush(path, chunk, offset, stat, session_id, summary, error=error, final=True)
+        writer.submit(
+            partial(self._flush, path, chunk, offset, stat, state, summary, error=error, final=True)
+        )
 
     def _take(
         self, line: dict[str, Any], line_bytes: bytes, chunk: _Chunk, context: LineContext
@@ -335,7 +427,7 @@ class TranscriptIndexer:
         for message in messages:
             raw_json = raw_json_of(message, line, line_bytes)
             message.raw = None  # kept as text only: the parsed line is dropped now
-            chunk.messages.append(RawMessage(message, raw_json))
+            chunk.messages.append(self.statement.prepare(message, raw_json))
             chunk.raw_bytes += len(message.text) + len(raw_json or "") + 512
 
     # -- writing ---------------------------------------------------------------------------
@@ -346,12 +438,12 @@ class TranscriptIndexer:
         chunk: _Chunk,
         offset: int,
         stat: os.stat_result,
-        session_id: uuid.UUID | None,
+        state: _FileState,
         summary: ScanSummary,
         *,
         error: str | None = None,
         final: bool = False,
-    ) -> uuid.UUID | None:
+    ) -> None:
         """Store the chunk's messages and move the file's watermark, in one transaction. The
         session's totals are computed again in the file's last flush only (each costs a
         pass over the session's messages)."""
@@ -359,11 +451,11 @@ class TranscriptIndexer:
         with self.db.write() as session:
             row = _file_row(session, path)
             target: SessionRow | None = None
-            if chunk.messages or session_id is not None:
-                target = self._target_session(session, path, chunk, session_id, summary)
+            if chunk.messages or state.session_id is not None:
+                target = self._target_session(session, path, chunk, state.session_id, summary)
             if target is not None and chunk.messages:
                 keep = summary.messages is not None
-                stored, rows = self._store(session, target, chunk, keep_rows=keep)
+                stored, rows = self._store(session, target, chunk, state, keep_rows=keep)
                 summary.messages_imported += stored
                 if stored:
                     summary.updated_session_ids.add(target.id)
@@ -371,9 +463,9 @@ class TranscriptIndexer:
                         summary.messages.extend(rows)
             elif target is not None and chunk.cli_cost_usd is not None:
                 target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
-            if final and target is not None and chunk.totals_stale:
+            if final and target is not None and state.totals_stale:
                 self._update_totals(session, target)
-                chunk.totals_stale = False
+                state.totals_stale = False
             row.inode = stat.st_ino
             row.size = stat.st_size
             row.mtime_ns = stat.st_mtime_ns
@@ -388,10 +480,8 @@ class TranscriptIndexer:
             if error is not None:
                 # The size seen may be past what was read: look at the file again next time.
                 row.size = -1
-            new_session_id = target.id if target is not None else None
+            state.session_id = target.id if target is not None else None
         summary.lines_skipped += chunk.lines_skipped
-        chunk.reset()
-        return new_session_id
 
     def _target_session(
         self,
@@ -434,16 +524,29 @@ class TranscriptIndexer:
         session.add(row)
         session.flush()
         summary.new_session_ids.add(row.id)
+        self._fresh[row.id] = _Tally()
         return row
 
     def _store(
-        self, session: Session, target: SessionRow, chunk: _Chunk, *, keep_rows: bool
+        self,
+        session: Session,
+        target: SessionRow,
+        chunk: _Chunk,
+        state: _FileState,
+        *,
+        keep_rows: bool,
     ) -> tuple[int, list[MessageRow]]:
-        messages = self._adopt_prompts(session, target.id, chunk.messages)
+        tally = self._fresh.get(target.id)
+        messages = chunk.messages
+        if tally is None:  # a session of its own has no prompts of pocketcode's waiting
+            messages = self._adopt_prompts(session, target.id, messages)
         adopted = len(chunk.messages) - len(messages)
         stored, rows = store_messages(
             session.connection(), target.id, messages, utcnow(), keep_rows=keep_rows
         )
+        if tally is not None:
+            for item in stored:
+                tally.add(item.message)
         session.refresh(target)
         if chunk.title and not target.title:
             target.title = chunk.title
@@ -453,8 +556,8 @@ class TranscriptIndexer:
         if chunk.cli_cost_usd is not None:
             target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
         if stored or adopted:
-            chunk.totals_stale = True
-        return stored, rows
+            state.totals_stale = True
+        return len(stored), rows
 
     @staticmethod
     def _adopt_prompts(
@@ -511,36 +614,15 @@ class TranscriptIndexer:
         return [item for item in items if id(item.message) not in adopted]
 
     def _update_totals(self, session: Session, target: SessionRow) -> None:
-        """Tokens and cost from the stored assistant messages, each API message id counted
-        once (its blocks may repeat the usage), priced per model."""
-        per_message = (
-            sa.select(
-                sa.func.max(MessageRow.model).label("model"),
-                sa.func.max(MessageRow.input_tokens).label("input"),
-                sa.func.max(MessageRow.output_tokens).label("output"),
-                sa.func.max(MessageRow.cache_creation_tokens).label("cache_write"),
-                sa.func.max(MessageRow.cache_read_tokens).label("cache_read"),
-            )
-            .where(
-                MessageRow.session_id == target.id,
-                MessageRow.type == MessageType.ASSISTANT,
-                MessageRow.provider_message_id.is_not(None),
-            )
-            .group_by(MessageRow.provider_message_id)
-            .subquery()
-        )
+        """Tokens, cost and turns of the session from its stored messages; for a session this
+        scan created, from the tally kept while storing (reading every row back costs as
+        much as writing it: SQLite keeps the token columns after the big text ones)."""
+        tally = self._fresh.get(target.id)
+        if tally is None:
+            tally = self._stored_tally(session, target.id)
         totals = TokenUsage()
         cost = Decimal(0)
-        for model, inputs, outputs, writes, reads in session.execute(
-            sa.select(
-                per_message.c.model,
-                sa.func.coalesce(sa.func.sum(per_message.c.input), 0),
-                sa.func.coalesce(sa.func.sum(per_message.c.output), 0),
-                sa.func.coalesce(sa.func.sum(per_message.c.cache_write), 0),
-                sa.func.coalesce(sa.func.sum(per_message.c.cache_read), 0),
-            ).group_by(per_message.c.model)
-        ):
-            usage = TokenUsage(int(inputs), int(outputs), int(writes), int(reads))
+        for model, usage in tally.by_model.items():
             totals = TokenUsage(
                 totals.input_tokens + usage.input_tokens,
                 totals.output_tokens + usage.output_tokens,
@@ -550,21 +632,55 @@ class TranscriptIndexer:
             price = self._price(model)
             if price is not None:
                 cost += compute_cost(usage, price)
-        prompts = session.scalar(
-            sa.select(sa.func.count())
-            .select_from(MessageRow)
-            .where(
-                MessageRow.session_id == target.id,
-                MessageRow.type == MessageType.USER,
-                MessageRow.subtype == "prompt",
-            )
-        )
         target.input_tokens = totals.input_tokens
         target.output_tokens = totals.output_tokens
         target.cache_creation_tokens = totals.cache_creation_tokens
         target.cache_read_tokens = totals.cache_read_tokens
         target.total_cost_usd = cost
-        target.turn_count = max(target.turn_count, int(prompts or 0))
+        target.turn_count = max(target.turn_count, tally.prompts)
+
+    @staticmethod
+    def _stored_tally(session: Session, session_id: uuid.UUID) -> _Tally:
+        """Usage per model of the stored assistant messages, each API message id counted once
+        (its blocks may repeat the usage), and the number of prompts."""
+        per_message = (
+            sa.select(
+                sa.func.max(MessageRow.model).label("model"),
+                sa.func.max(MessageRow.input_tokens).label("input"),
+                sa.func.max(MessageRow.output_tokens).label("output"),
+                sa.func.max(MessageRow.cache_creation_tokens).label("cache_write"),
+                sa.func.max(MessageRow.cache_read_tokens).label("cache_read"),
+            )
+            .where(
+                MessageRow.session_id == session_id,
+                MessageRow.type == MessageType.ASSISTANT,
+                MessageRow.provider_message_id.is_not(None),
+            )
+            .group_by(MessageRow.provider_message_id)
+            .subquery()
+        )
+        tally = _Tally()
+        for model, inputs, outputs, writes, reads in session.execute(
+            sa.select(
+                per_message.c.model,
+                sa.func.coalesce(sa.func.sum(per_message.c.input), 0),
+                sa.func.coalesce(sa.func.sum(per_message.c.output), 0),
+                sa.func.coalesce(sa.func.sum(per_message.c.cache_write), 0),
+                sa.func.coalesce(sa.func.sum(per_message.c.cache_read), 0),
+            ).group_by(per_message.c.model)
+        ):
+            tally.by_model[model] = TokenUsage(int(inputs), int(outputs), int(writes), int(reads))
+        prompts = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(MessageRow)
+            .where(
+                MessageRow.session_id == session_id,
+                MessageRow.type == MessageType.USER,
+                MessageRow.subtype == "prompt",
+            )
+        )
+        tally.prompts = int(prompts or 0)
+        return tally
 
     def _price(self, model: str | None) -> Price | None:
         if not model:
@@ -573,10 +689,7 @@ class TranscriptIndexer:
             self._prices[model] = self.pricing.lookup(model)
         return self._prices[model]
 
-    def _record_error(
-        self, path: Path, mark: _Mark | None, error: str, summary: ScanSummary
-    ) -> None:
-        summary.files_skipped += 1
+    def _record_error(self, path: Path, error: str) -> None:
         log.warning("transcript %s skipped: %s", path, error)
         now = utcnow()
         with self.db.write() as session:

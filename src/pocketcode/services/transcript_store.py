@@ -87,10 +87,13 @@ _LOOKUP_SLICE = 5000
 
 @dataclass
 class RawMessage:
-    """A message to store and its raw line as JSON text (None: no raw)."""
+    """A message to store, its raw line as JSON text (None: no raw) and its row as the driver
+    takes it (session id, seq and time are filled in when it is stored)."""
 
     message: NewMessage
     raw_json: str | None
+    id: uuid.UUID
+    row: list[Any]
 
 
 def raw_json_of(message: NewMessage, line: dict[str, Any], line_bytes: bytes) -> str | None:
@@ -103,8 +106,9 @@ def raw_json_of(message: NewMessage, line: dict[str, Any], line_bytes: bytes) ->
     return orjson.dumps(message.raw).decode()
 
 
-class _Statement:
-    """One INSERT of every message column for a dialect, with the columns' bind processors."""
+class Statement:
+    """One INSERT of every message column for a dialect, and rows for it: plain lists of values
+    already passed through the column types' bind processors."""
 
     def __init__(self, dialect: Dialect) -> None:
         table = MessageRow.__table__
@@ -113,25 +117,38 @@ class _Statement:
             f"CAST({marker} AS JSONB)" if name == "raw" and dialect.name == "postgresql" else marker
             for name in _COLUMNS
         ]
-        # Only our own constant names go into the text; every value is a bound parameter.
         names, markers = ", ".join(_COLUMNS), ", ".join(values)
         self.sql = f"INSERT INTO {MessageRow.__tablename__} ({names}) VALUES ({markers})"  # noqa: S608
-        processors: list[Callable[[Any], Any] | None] = []
-        for name in _COLUMNS:
-            column_type = table.c[name].type
-            processors.append(
-                None if name == "raw" else column_type.dialect_impl(dialect).bind_processor(dialect)
-            )
-        self.processors = processors
+        self.processors: dict[str, Callable[[Any], Any] | None] = {
+            name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in _COLUMNS
+            if name != "raw"
+        }
+        self._fields = [(name, self.processors[name]) for name in _MESSAGE_FIELDS if name != "raw"]
+
+    def bound(self, name: str, value: Any) -> Any:
+        process = self.processors[name]
+        return value if process is None or value is None else process(value)
+
+    def prepare(self, message: NewMessage, raw_json: str | None) -> RawMessage:
+        """The message with its row (built where the lines are read, off the writer)."""
+        message_id = uuid.uuid4()
+        row: list[Any] = [self.bound("id", message_id), None, None]
+        for name, process in self._fields:
+            value = getattr(message, name)
+            row.append(value if process is None or value is None else process(value))
+        row.insert(_RAW, raw_json)
+        row.append(None)
+        return RawMessage(message, raw_json, message_id, row)
 
 
-_statements: dict[str, _Statement] = {}
+_statements: dict[str, Statement] = {}
 
 
-def _statement(dialect: Dialect) -> _Statement:
+def statement_for(dialect: Dialect) -> Statement:
     key = f"{dialect.name}:{dialect.paramstyle}"
     if key not in _statements:
-        _statements[key] = _Statement(dialect)
+        _statements[key] = Statement(dialect)
     return _statements[key]
 
 
@@ -142,13 +159,13 @@ def store_messages(
     now: datetime,
     *,
     keep_rows: bool = False,
-) -> tuple[int, list[MessageRow]]:
+) -> tuple[list[RawMessage], list[MessageRow]]:
     """Append the messages to the session inside the caller's write transaction, skipping
-    those whose provider uuid is stored already (or repeats an earlier one). Returns how many
-    were stored and, with `keep_rows`, the stored rows (for publishing)."""
+    those whose provider uuid is stored already (or repeats an earlier one). Returns the
+    messages stored and, with `keep_rows`, their rows (for publishing)."""
     fresh = _without_stored(connection, session_id, messages)
     if not fresh:
-        return 0, []
+        return [], []
     count = len(fresh)
     bump = (
         _BUMP_SEQ_USER
@@ -159,32 +176,26 @@ def store_messages(
     if last is None:
         raise NotFound(f"session {session_id} not found")
     first = int(last) - count + 1
-    statement = _statement(connection.dialect)
-    processors = statement.processors
-    rows: list[tuple[Any, ...]] = []
-    kept: list[MessageRow] = []
+    statement = statement_for(connection.dialect)
+    bound_session = statement.bound("session_id", session_id)
+    bound_now = statement.bound("created_at", now)
+    rows = []
     for index, item in enumerate(fresh):
-        message = item.message
-        values = (
-            uuid.uuid4(),
-            session_id,
-            first + index,
-            *(getattr(message, name) for name in _MESSAGE_FIELDS),
-            now,
-        )
-        if keep_rows:
-            fields = dict(zip(_COLUMNS, values, strict=True))
-            fields["raw"] = orjson.loads(item.raw_json) if item.raw_json else None
-            kept.append(MessageRow(**fields))
-        processed = [
-            item.raw_json
-            if position == _RAW
-            else (value if process is None or value is None else process(value))
-            for position, (value, process) in enumerate(zip(values, processors, strict=True))
-        ]
-        rows.append(tuple(processed))
+        row = item.row
+        row[1] = bound_session
+        row[2] = first + index
+        row[-1] = bound_now
+        rows.append(tuple(row))
     connection.exec_driver_sql(statement.sql, rows)
-    return count, kept
+    if not keep_rows:
+        return fresh, []
+    return fresh, [_message_row(item, session_id, first + i, now) for i, item in enumerate(fresh)]
+
+
+def _message_row(item: RawMessage, session_id: uuid.UUID, seq: int, now: datetime) -> MessageRow:
+    fields = {name: getattr(item.message, name) for name in _MESSAGE_FIELDS}
+    fields["raw"] = orjson.loads(item.raw_json) if item.raw_json else None
+    return MessageRow(id=item.id, session_id=session_id, seq=seq, created_at=now, **fields)
 
 
 def _without_stored(
