@@ -61,3 +61,54 @@ def fake_model(
             threading.Event().wait()
         except KeyboardInterrupt:
             console.print("stopping")
+
+
+@dev_app.command("fake-transcription")
+def fake_transcription(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: any free port).")] = 0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POCKETCODE_FAKE_TRANSCRIPTION_KEY",
+            help="Bearer key the fake requires (default: none required).",
+        ),
+    ] = None,
+    delay: Annotated[
+        float, typer.Option(min=0, max=600, help="Seconds to wait before each answer.")
+    ] = 0.0,
+) -> None:
+    """Serve a fake OpenAI-compatible transcription API on 127.0.0.1 until Ctrl-C.
+
+    It answers POST /v1/audio/transcriptions with the upload itself when that is short text,
+    else with "(fake transcription of N bytes)". Set the printed URL as transcription_url
+    (and the key as transcription_api_key) in pocketcode's settings to try voice input offline.
+    """
+    import threading
+
+    from rich.console import Console
+
+    from pocketcode.devtools.fake_transcription import (
+        FakeTranscriptionServer,
+        TranscriptionRequest,
+    )
+
+    console = Console(highlight=False)
+
+    def show(request: TranscriptionRequest) -> None:
+        console.print(
+            f"POST {request.path}: {request.size} bytes, model {request.model} → {request.status}",
+            style="dim",
+        )
+
+    server = FakeTranscriptionServer(api_key=api_key, port=port, delay=delay, on_request=show)
+    with server:
+        console.print(f"fake transcription API at [bold]{server.base_url}[/]")
+        console.print("In pocketcode's settings (web app, or the API):")
+        console.print(f"  transcription_url = {server.base_url}")
+        if api_key:
+            console.print("  transcription_api_key = the key given with --api-key")
+        console.print("Ctrl-C to stop.", style="dim")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            console.print("stopping")

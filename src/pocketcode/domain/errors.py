@@ -97,6 +97,27 @@ class NotATextFile(PocketcodeError):
     status_code = 415
 
 
+class Unprocessable(PocketcodeError):
+    """Well-formed but unusable input (an empty upload): the validation handler's status."""
+
+    code = "VALIDATION_ERROR"
+    status_code = 422
+
+
+# -- voice input ---------------------------------------------------------------------------
+
+
+class TranscriptionNotConfigured(Conflict):
+    code = "TRANSCRIPTION_NOT_CONFIGURED"
+
+
+class TranscriptionFailed(PocketcodeError):
+    """The transcription endpoint could not be reached or refused the recording."""
+
+    code = "TRANSCRIPTION_FAILED"
+    status_code = 502
+
+
 # -- PokéCode's error codes for the project routes ---------------------------------------
 
 
