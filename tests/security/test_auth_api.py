@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from pocketcode.db.engine import Database
+from pocketcode.db.tables import AuthFailureRow
 from pocketcode.services.auth import AttemptThrottle
 from tests.security.conftest import (
     BASE,
@@ -193,16 +197,16 @@ def test_repeated_failures_are_throttled_with_retry_after(client: TestClient) ->
     assert 0 < retry_after <= auth.throttle.window
 
 
-def test_the_window_slides() -> None:
-    now = [1000.0]
-    throttle = AttemptThrottle(limit=2, window=60, clock=lambda: now[0])
+def test_the_window_slides(db: Database) -> None:
+    now = [datetime(2026, 11, 22, 12, 0, tzinfo=UTC)]
+    throttle = AttemptThrottle(db, limit=2, window=60, clock=lambda: now[0])
     throttle.failed("k")
-    now[0] += 30
+    now[0] += timedelta(seconds=30)
     throttle.failed("k")
     with pytest.raises(Exception, match="try again in 30 s") as info:
         throttle.check("k")
     assert getattr(info.value, "retry_after", None) == 30
-    now[0] += 30.5  # the first failure aged out
+    now[0] += timedelta(seconds=30.5)  # the first failure aged out
     throttle.check("k")
     throttle.check("other")
     throttle.failed("k")
@@ -210,6 +214,27 @@ def test_the_window_slides() -> None:
         throttle.check("k")
     throttle.succeeded("k")
     throttle.check("k")
+
+
+def test_failures_count_across_server_processes_and_leave_no_names(
+    make_client: MakeClient, db: Database
+) -> None:
+    """Two servers on one database (two apps here) share the count: alternating between them
+    gives an attacker no more tries than one server would."""
+    first, second = make_client(), make_client()
+    auth_of(first).create_user(USERNAME, PASSWORD)
+    limit = auth_of(first).throttle.limit
+    for attempt in range(limit):
+        client = first if attempt % 2 else second
+        error(login(client, "wrong-password-xx"), 401, "UNAUTHENTICATED")
+
+    error(login(first), 429, "TOO_MANY_ATTEMPTS")
+    error(login(second), 429, "TOO_MANY_ATTEMPTS")
+    with db.read() as session:
+        stored = " ".join(session.scalars(sa.select(AuthFailureRow.key_hash)))
+    assert stored
+    assert USERNAME not in stored
+    assert "127.0.0.1" not in stored
 
 
 # --- API tokens -------------------------------------------------------------------------------

@@ -357,6 +357,19 @@ class LoginSessionRow(Base):
     __table_args__ = (sa.Index(None, "user_id"), sa.Index(None, "expires_at"))
 
 
+class AuthFailureRow(Base):
+    """A failed login, password or one-time-code attempt, under the SHA-256 of each key it
+    counts against (user and address, address); rows older than the throttle window are swept."""
+
+    __tablename__ = "auth_failures"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    failed_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (sa.Index(None, "key_hash", "failed_at"), sa.Index(None, "failed_at"))
+
+
 class ApiTokenRow(Base):
     """A bearer token for the CLI and mobile clients; only its SHA-256 is stored."""
 

@@ -16,7 +16,6 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import ApiTokenRow, LoginSessionRow, UserRow
+from pocketcode.db.tables import ApiTokenRow, AuthFailureRow, LoginSessionRow, UserRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import (
     Conflict,
@@ -88,48 +87,68 @@ def make_password_hasher() -> PasswordHasher:
 
 
 class AttemptThrottle:
-    """Failures per key in a sliding window, in this process. Exceeding the limit of any key
-    an attempt is counted under refuses further attempts until the oldest failure ages out."""
+    """Failures per key in a sliding window, kept in the database so that every server process
+    on it counts them together (two servers behind one proxy give an attacker no more tries).
+    Exceeding the limit of any key an attempt is counted under refuses further attempts until
+    the oldest failure that counts ages out. Keys are stored as SHA-256: a username or an
+    address never sits in this table."""
 
     def __init__(
         self,
+        db: Database,
         *,
         limit: int = 5,
         window: float = 900.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self.db = db
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        return failures
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
 
     def check(self, *keys: str) -> None:
-        with self._lock:
-            now = self._clock()
-            wait = 0.0
-            for key in keys:
-                failures = self._recent(key, now)
-                if len(failures) >= self.limit:
-                    wait = max(wait, failures[-self.limit] + self.window - now)
-            if wait > 0:
-                raise TooManyAttempts(max(1, int(wait + 0.999)))
+        now = self._clock()
+        since = now - timedelta(seconds=self.window)
+        digests = [self._digest(key) for key in keys]
+        with self.db.read() as session:
+            rows = session.execute(
+                sa.select(AuthFailureRow.key_hash, AuthFailureRow.failed_at)
+                .where(AuthFailureRow.key_hash.in_(digests), AuthFailureRow.failed_at > since)
+                .order_by(AuthFailureRow.failed_at)
+            ).all()
+        failures: dict[str, list[datetime]] = {}
+        for digest, failed_at in rows:
+            failures.setdefault(digest, []).append(failed_at)
+        wait = 0.0
+        for times in failures.values():
+            if len(times) >= self.limit:
+                ages_out = times[-self.limit] + timedelta(seconds=self.window)
+                wait = max(wait, (ages_out - now).total_seconds())
+        if wait > 0:
+            raise TooManyAttempts(max(1, int(wait + 0.999)))
 
     def failed(self, *keys: str) -> None:
-        with self._lock:
-            now = self._clock()
-            for key in keys:
-                self._recent(key, now).append(now)
+        now = self._clock()
+        with self.db.write() as session:
+            # What aged out is of no use to anyone: each failure sweeps the table.
+            session.execute(
+                sa.delete(AuthFailureRow).where(
+                    AuthFailureRow.failed_at <= now - timedelta(seconds=self.window)
+                )
+            )
+            session.add_all(
+                AuthFailureRow(key_hash=self._digest(key), failed_at=now) for key in keys
+            )
 
     def succeeded(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+        with self.db.write() as session:
+            session.execute(
+                sa.delete(AuthFailureRow).where(AuthFailureRow.key_hash == self._digest(key))
+            )
 
 
 @dataclass(frozen=True)
@@ -218,7 +237,7 @@ class AuthService:
         self.keyring = keyring
         self.session_ttl = session_ttl
         self.hasher = hasher or make_password_hasher()
-        self.throttle = throttle or AttemptThrottle()
+        self.throttle = throttle or AttemptThrottle(db)
         self._clock = clock  # wall time, for TOTP steps
         self._dummy_hash: str | None = None
         self._create_lock = threading.Lock()
