@@ -11,20 +11,19 @@ from dataclasses import dataclass
 from pocketcode.agents.claude_code import ClaudeCodeRunner
 from pocketcode.config import Settings
 from pocketcode.db.engine import Database
-from pocketcode.services.app_settings import AppSettingsService
+from pocketcode.services.app_settings import ANTHROPIC_API_KEY, KnownSettings
 from pocketcode.services.events import EventBus
 from pocketcode.services.permissions import PermissionService
 from pocketcode.services.runs import RunManager, make_worker_id
 from pocketcode.services.secrets import Keyring
 from pocketcode.services.transcript_watch import TranscriptWatcher
 
-ANTHROPIC_API_KEY_SETTING = "anthropic_api_key"
-
 
 def agent_credentials(db: Database, keyring: Keyring) -> dict[str, str]:
-    """An Anthropic API key stored in the encrypted settings wins over the environment's;
-    without either the CLI uses the user's own Claude login."""
-    stored = AppSettingsService(db, keyring).get(ANTHROPIC_API_KEY_SETTING)
+    """The setting `anthropic_api_key`, when stored, wins over ANTHROPIC_API_KEY from the
+    server's environment (the user set it in the app on purpose, and can delete it to fall
+    back); without either the CLI uses the user's own Claude login. Read for every run."""
+    stored = KnownSettings(db, keyring).value(ANTHROPIC_API_KEY)
     return {"ANTHROPIC_API_KEY": stored} if stored else {}
 
 
