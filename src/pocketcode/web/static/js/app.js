@@ -402,7 +402,7 @@ async function newSessionView(params) {
       h(
         "button.folder",
         { type: "button", onclick: () => choose(path), title: path },
-        h("span.folder-icon", { "aria-hidden": "true" }, git ? "⎇" : "📁"),
+        h("span.folder-icon", { "aria-hidden": "true" }, git ? "⎇" : "▸"),
         h("span", {}, label),
         git ? h("span.badge.git", {}, "git") : null,
       ),
@@ -493,7 +493,7 @@ async function newSessionView(params) {
           h(
             "button.folder",
             { type: "button", onclick: () => browse(item.path), "aria-label": `Open folder ${item.name}` },
-            h("span.folder-icon", { "aria-hidden": "true" }, item.isGitRepository ? "⎇" : "📁"),
+            h("span.folder-icon", { "aria-hidden": "true" }, item.isGitRepository ? "⎇" : "▸"),
             h("span", {}, item.name),
             item.isGitRepository ? h("span.badge.git", {}, "git") : null,
           ),

@@ -20,7 +20,7 @@ const MODELS = [
   ["opusplan", "Opus plan, Sonnet build"],
 ];
 const MODES = [
-  ["default", "Ask before edits and commands"],
+  ["default", "Ask first"],
   ["acceptEdits", "Accept edits"],
   ["plan", "Plan only"],
   ["bypassPermissions", "Bypass permissions"],
@@ -85,8 +85,7 @@ export function chatView(main, sessionId, { connection }) {
       {},
       h("a.chip", { href: `#/sessions/${sessionId}/files` }, "Files"),
       h("a.chip", { href: `#/sessions/${sessionId}/git` }, "Changes"),
-      modelSlot,
-      modeSlot,
+      h("span.pickers", {}, modelSlot, modeSlot),
     ),
     costLine,
   );

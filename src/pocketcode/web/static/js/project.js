@@ -66,7 +66,7 @@ export async function filesView(main, sessionId, params) {
         h(
           "a.file",
           { href: dir ? link(relative) : link(data.path, { file: relative }) },
-          h("span.folder-icon", { "aria-hidden": "true" }, dir ? "📁" : "📄"),
+          h("span.folder-icon", { "aria-hidden": "true" }, dir ? "▸" : "≡"),
           h("span", {}, item.name),
           dir ? null : h("span.hint", {}, formatSize(item.size)),
         ),

@@ -33,11 +33,13 @@ const ICONS = {
   MultiEdit: "✎",
   Write: "✚",
   Bash: "$",
-  Read: "👁",
+  Read: "≡",
   Grep: "⌕",
   Glob: "⌕",
   LS: "▤",
   TodoWrite: "☑",
+  TaskCreate: "☑",
+  TaskUpdate: "☑",
   Task: "⑂",
   Agent: "⑂",
 };
@@ -69,6 +71,10 @@ export function toolTarget(name, input) {
     case "Task":
     case "Agent":
       return `${str(args.subagent_type) || "agent"}: ${str(args.description)}`;
+    case "TaskCreate":
+      return str(args.subject || args.description);
+    case "TaskUpdate":
+      return `${str(args.taskId)}${args.status ? ` → ${args.status}` : ""}`;
     case "WebFetch":
       return str(args.url);
     case "WebSearch":
@@ -123,10 +129,13 @@ export function toolBody(name, input) {
     case "Task":
     case "Agent":
       return h("details.prompt", {}, h("summary", {}, "Prompt"), markdownBlock(str(args.prompt)));
+    case "TaskCreate":
+      return todoList([{ content: str(args.subject || args.description), status: "pending" }]);
     case "Read":
     case "Grep":
     case "Glob":
     case "LS":
+    case "TaskUpdate":
       return null;
     default:
       return code(JSON.stringify(args, null, 2), "json");

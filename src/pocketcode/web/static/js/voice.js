@@ -32,7 +32,7 @@ export async function voiceInput(slot, note, onText) {
   const button = h(
     "button.icon-button.mic",
     { type: "button", "aria-label": "Record voice input", "aria-pressed": "false" },
-    "🎤",
+    "●",
   );
   slot.append(button);
 

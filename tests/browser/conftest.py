@@ -1,0 +1,124 @@
+"""Browser tests: Playwright driving Debian's Chromium against a real `pocketcode serve` (one
+per test module), whose real Claude CLI talks to the in-process fake model.
+
+Screenshots at phone size (390×844) are saved to docs/screenshots/ by the tests that reach
+each screen, so a reviewer can see the app without running it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.browser.stack import PASSWORD, USERNAME, BrowserStack, start_browser_stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # A fake microphone that needs no permission prompt (voice input).
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_instance: Playwright) -> Iterator[Browser]:
+    browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
+    started = start_browser_stack(tmp_path_factory.mktemp("browser"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def anonymous_page(browser: Browser, stack: BrowserStack) -> Iterator[Page]:
+    """A phone-size page with no login, failing the test on any script error."""
+    stack.reset_script()
+    context = browser.new_context(viewport=PHONE, base_url=stack.url, color_scheme="dark")
+    context.grant_permissions(["microphone"], origin=stack.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def log_in(context: BrowserContext, stack: BrowserStack) -> None:
+    response = context.request.post(
+        f"{stack.url}/api/auth/login", data={"username": USERNAME, "password": PASSWORD}
+    )
+    assert response.ok, response.text()
+
+
+@pytest.fixture
+def page(anonymous_page: Page, stack: BrowserStack) -> Page:
+    """A phone-size page logged in as the owner (the cookie set through the API)."""
+    log_in(anonymous_page.context, stack)
+    return anonymous_page
+
+
+class Api:
+    """The server's API with the page's login, for arranging what a test starts from."""
+
+    def __init__(self, page: Page, stack: BrowserStack) -> None:
+        self.request = page.context.request
+        self.stack = stack
+        # The server refuses cookie-authenticated writes without a same-site Origin.
+        self.headers = {"Origin": stack.url}
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.request.fetch(
+            f"{self.stack.url}{path}", method=method, data=body, headers=self.headers
+        )
+        assert response.ok, f"{method} {path}: {response.status} {response.text()}"
+        return response.json() if response.body() else None
+
+    def new_session(self, *, permission_mode: str = "bypassPermissions", **extra: Any) -> str:
+        folder = self.stack.root / f"project-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        body = {"projectPath": str(folder), "permissionMode": permission_mode, **extra}
+        session: dict[str, Any] = self.call("POST", "/api/sessions", body)
+        return str(session["id"])
+
+
+@pytest.fixture
+def api(page: Page, stack: BrowserStack) -> Api:
+    return Api(page, stack)
+
+
+Screenshot = Callable[[Page, str], None]
+
+
+@pytest.fixture
+def screenshot() -> Screenshot:
+    def save(page: Page, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled")
+
+    return save
