@@ -190,10 +190,11 @@ class SessionService:
         if project_path is not None:
             conditions.append(SessionRow.project_path == project_path)
         if search:
-            if len(search) > MAX_SEARCH_CHARS or "\x00" in search:
-                raise InvalidInput(
-                    f"a search is at most {MAX_SEARCH_CHARS} characters, without NUL"
-                )
+            if len(search) > MAX_SEARCH_CHARS:
+                raise InvalidInput(f"a search is at most {MAX_SEARCH_CHARS} characters")
+            if "\x00" in search:
+                # No stored title or path holds a NUL (PostgreSQL cannot even be asked).
+                return [], 0
             # `%` and `_` typed by the user are literal characters, not wildcards.
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
