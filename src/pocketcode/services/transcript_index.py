@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from pocketcode.agents.claude_code import LineContext
@@ -145,6 +147,52 @@ class _Tally:
                 usage.cache_creation_tokens + (message.cache_creation_tokens or 0),
                 usage.cache_read_tokens + (message.cache_read_tokens or 0),
             )
+
+
+@dataclass
+class _Target:
+    """What a flush needs of the session it stores into."""
+
+    id: uuid.UUID
+    title: str | None
+    last_accessed_at: datetime
+    turn_count: int
+    cli_cost_usd: Decimal
+
+
+_TARGET = sa.select(
+    SessionRow.deleted_at,
+    SessionRow.id,
+    SessionRow.title,
+    SessionRow.last_accessed_at,
+    SessionRow.turn_count,
+    SessionRow.cli_total_cost_usd,
+)
+
+
+def _upsert_file_row(dialect: str) -> Any:
+    """Insert a file's watermark row or move it: one statement per flush."""
+    module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
+    insert = module.insert(TranscriptFileRow)
+    table = TranscriptFileRow.__table__.c
+    return insert.on_conflict_do_update(
+        index_elements=[table.path],
+        set_={
+            "inode": insert.excluded.inode,
+            "size": insert.excluded.size,
+            "mtime_ns": insert.excluded.mtime_ns,
+            "parsed_offset": insert.excluded.parsed_offset,
+            "provider_session_id": sa.func.coalesce(
+                insert.excluded.provider_session_id, table.provider_session_id
+            ),
+            "session_id": sa.func.coalesce(insert.excluded.session_id, table.session_id),
+            "lines_skipped": table.lines_skipped + insert.excluded.lines_skipped,
+            "last_error": insert.excluded.last_error,
+            "gone_at": None,
+            "last_scanned_at": insert.excluded.last_scanned_at,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
 
 
 @dataclass
@@ -444,93 +492,114 @@ class TranscriptIndexer:
         error: str | None = None,
         final: bool = False,
     ) -> None:
-        """Store the chunk's messages and move the file's watermark, in one transaction. The
-        session's totals are computed again in the file's last flush only (each costs a
-        pass over the session's messages)."""
+        """Store the chunk's messages and move the file's watermark, in one transaction of
+        Core statements (a few per flush, whatever the number of messages). The session's
+        totals are computed again in the file's last flush only."""
         now = utcnow()
-        with self.db.write() as session:
-            row = _file_row(session, path)
-            target: SessionRow | None = None
+        with self.db.write_connection() as connection:
+            target: _Target | None = None
             if chunk.messages or state.session_id is not None:
-                target = self._target_session(session, path, chunk, state.session_id, summary)
-            if target is not None and chunk.messages:
-                keep = summary.messages is not None
-                stored, rows = self._store(session, target, chunk, state, keep_rows=keep)
-                summary.messages_imported += stored
-                if stored:
-                    summary.updated_session_ids.add(target.id)
-                    if summary.messages is not None:
-                        summary.messages.extend(rows)
-            elif target is not None and chunk.cli_cost_usd is not None:
-                target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
-            if final and target is not None and state.totals_stale:
-                self._update_totals(session, target)
-                state.totals_stale = False
-            row.inode = stat.st_ino
-            row.size = stat.st_size
-            row.mtime_ns = stat.st_mtime_ns
-            row.parsed_offset = offset
-            row.provider_session_id = chunk.provider_session_id or row.provider_session_id
-            row.session_id = target.id if target is not None else row.session_id
-            row.lines_skipped = (row.lines_skipped or 0) + chunk.lines_skipped
-            row.last_error = error
-            row.gone_at = None
-            row.last_scanned_at = now
-            row.updated_at = now
-            if error is not None:
-                # The size seen may be past what was read: look at the file again next time.
-                row.size = -1
+                target = self._target_session(connection, path, chunk, state.session_id, summary)
+            changes: dict[str, Any] = {}
+            if target is not None:
+                if chunk.messages:
+                    keep = summary.messages is not None
+                    stored, rows = self._store(connection, target, chunk, state, keep_rows=keep)
+                    summary.messages_imported += stored
+                    if stored:
+                        summary.updated_session_ids.add(target.id)
+                        if summary.messages is not None:
+                            summary.messages.extend(rows)
+                        if chunk.last_at is not None:
+                            changes["last_activity_at"] = chunk.last_at
+                            changes["last_accessed_at"] = max(
+                                target.last_accessed_at, chunk.last_at
+                            )
+                    if chunk.title and not target.title:
+                        changes["title"] = target.title = chunk.title
+                if chunk.cli_cost_usd is not None and chunk.cli_cost_usd > target.cli_cost_usd:
+                    changes["cli_total_cost_usd"] = target.cli_cost_usd = chunk.cli_cost_usd
+                if final and state.totals_stale:
+                    changes.update(self._totals(connection, target))
+                    state.totals_stale = False
+                if changes:
+                    connection.execute(
+                        sa.update(SessionRow).where(SessionRow.id == target.id).values(**changes)
+                    )
+            connection.execute(
+                _upsert_file_row(connection.dialect.name),
+                {
+                    "id": uuid.uuid4(),
+                    "path": str(path),
+                    "is_subagent": _subagent_parent(path) is not None,
+                    "inode": stat.st_ino,
+                    # After a failed read the size seen may be past what was read: -1 makes
+                    # the next scan look at the file again.
+                    "size": stat.st_size if error is None else -1,
+                    "mtime_ns": stat.st_mtime_ns,
+                    "parsed_offset": offset,
+                    "provider_session_id": chunk.provider_session_id,
+                    "session_id": target.id if target is not None else None,
+                    "lines_skipped": chunk.lines_skipped,
+                    "last_error": error,
+                    "gone_at": None,
+                    "last_scanned_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
             state.session_id = target.id if target is not None else None
         summary.lines_skipped += chunk.lines_skipped
 
     def _target_session(
         self,
-        session: Session,
+        connection: sa.Connection,
         path: Path,
         chunk: _Chunk,
         session_id: uuid.UUID | None,
         summary: ScanSummary,
-    ) -> SessionRow | None:
+    ) -> _Target | None:
         """The session the file's messages go to, created for a transcript seen first; None
         for a session the user deleted (its transcript is not brought back)."""
         if session_id is not None:
-            row = session.get(SessionRow, session_id)
-            if row is not None:
-                return row if row.deleted_at is None else None
+            found = connection.execute(_TARGET.where(SessionRow.id == session_id)).first()
+            if found is not None:
+                return _Target(*found[1:]) if found.deleted_at is None else None
         provider_id = chunk.provider_session_id or path.stem
         chunk.provider_session_id = provider_id
-        row = session.scalar(
-            sa.select(SessionRow).where(
+        found = connection.execute(
+            _TARGET.where(
                 SessionRow.provider == Provider.CLAUDE_CODE,
                 SessionRow.provider_session_id == provider_id,
             )
-        )
-        if row is not None:
-            return row if row.deleted_at is None else None
+        ).first()
+        if found is not None:
+            return _Target(*found[1:]) if found.deleted_at is None else None
         if not chunk.messages:
             return None
         folder = path.parent.parent.parent if _subagent_parent(path) else path.parent
         started = chunk.first_at or utcnow()
-        row = SessionRow(
-            id=uuid.uuid4(),
-            provider=Provider.CLAUDE_CODE,
-            project_path=chunk.cwd or str(folder),
-            claude_directory_path=str(folder),
-            provider_session_id=provider_id,
-            metadata_={"importedFrom": "transcript"},
-            created_at=started,
-            last_accessed_at=chunk.last_at or started,
+        target = _Target(uuid.uuid4(), None, chunk.last_at or started, 0, Decimal(0))
+        connection.execute(
+            sa.insert(SessionRow).values(
+                id=target.id,
+                provider=Provider.CLAUDE_CODE,
+                project_path=chunk.cwd or str(folder),
+                claude_directory_path=str(folder),
+                provider_session_id=provider_id,
+                metadata_={"importedFrom": "transcript"},
+                created_at=started,
+                last_accessed_at=target.last_accessed_at,
+            )
         )
-        session.add(row)
-        session.flush()
-        summary.new_session_ids.add(row.id)
-        self._fresh[row.id] = _Tally()
-        return row
+        summary.new_session_ids.add(target.id)
+        self._fresh[target.id] = _Tally()
+        return target
 
     def _store(
         self,
-        session: Session,
-        target: SessionRow,
+        connection: sa.Connection,
+        target: _Target,
         chunk: _Chunk,
         state: _FileState,
         *,
@@ -539,29 +608,21 @@ class TranscriptIndexer:
         tally = self._fresh.get(target.id)
         messages = chunk.messages
         if tally is None:  # a session of its own has no prompts of pocketcode's waiting
-            messages = self._adopt_prompts(session, target.id, messages)
+            messages = self._adopt_prompts(connection, target.id, messages)
         adopted = len(chunk.messages) - len(messages)
         stored, rows = store_messages(
-            session.connection(), target.id, messages, utcnow(), keep_rows=keep_rows
+            connection, target.id, messages, utcnow(), keep_rows=keep_rows
         )
         if tally is not None:
             for item in stored:
                 tally.add(item.message)
-        session.refresh(target)
-        if chunk.title and not target.title:
-            target.title = chunk.title
-        if chunk.last_at is not None and stored:
-            target.last_activity_at = chunk.last_at
-            target.last_accessed_at = max(target.last_accessed_at, chunk.last_at)
-        if chunk.cli_cost_usd is not None:
-            target.cli_total_cost_usd = max(target.cli_total_cost_usd, chunk.cli_cost_usd)
         if stored or adopted:
             state.totals_stale = True
         return len(stored), rows
 
     @staticmethod
     def _adopt_prompts(
-        session: Session, session_id: uuid.UUID, items: list[RawMessage]
+        session: sa.Connection, session_id: uuid.UUID, items: list[RawMessage]
     ) -> list[RawMessage]:
         """Give the prompts pocketcode stored itself (no uuid: stream-json never echoes them)
         the uuid of their transcript line, and drop those lines from the batch."""
@@ -613,13 +674,13 @@ class TranscriptIndexer:
             adopted.add(id(message))
         return [item for item in items if id(item.message) not in adopted]
 
-    def _update_totals(self, session: Session, target: SessionRow) -> None:
+    def _totals(self, connection: sa.Connection, target: _Target) -> dict[str, Any]:
         """Tokens, cost and turns of the session from its stored messages; for a session this
         scan created, from the tally kept while storing (reading every row back costs as
         much as writing it: SQLite keeps the token columns after the big text ones)."""
         tally = self._fresh.get(target.id)
         if tally is None:
-            tally = self._stored_tally(session, target.id)
+            tally = self._stored_tally(connection, target.id)
         totals = TokenUsage()
         cost = Decimal(0)
         for model, usage in tally.by_model.items():
@@ -632,15 +693,17 @@ class TranscriptIndexer:
             price = self._price(model)
             if price is not None:
                 cost += compute_cost(usage, price)
-        target.input_tokens = totals.input_tokens
-        target.output_tokens = totals.output_tokens
-        target.cache_creation_tokens = totals.cache_creation_tokens
-        target.cache_read_tokens = totals.cache_read_tokens
-        target.total_cost_usd = cost
-        target.turn_count = max(target.turn_count, tally.prompts)
+        return {
+            "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens,
+            "cache_creation_tokens": totals.cache_creation_tokens,
+            "cache_read_tokens": totals.cache_read_tokens,
+            "total_cost_usd": cost,
+            "turn_count": max(target.turn_count, tally.prompts),
+        }
 
     @staticmethod
-    def _stored_tally(session: Session, session_id: uuid.UUID) -> _Tally:
+    def _stored_tally(session: sa.Connection, session_id: uuid.UUID) -> _Tally:
         """Usage per model of the stored assistant messages, each API message id counted once
         (its blocks may repeat the usage), and the number of prompts."""
         per_message = (
