@@ -9,6 +9,7 @@ import pyotp
 from playwright.sync_api import Page, expect
 
 from pocketcode.devtools.fake_model import slow, text, thinking, tool_use
+from pocketcode.devtools.fake_transcription import FakeTranscriptionServer
 from tests.browser.conftest import Api, Screenshot
 from tests.browser.stack import PASSWORD, USERNAME, BrowserStack
 
@@ -112,6 +113,13 @@ def test_create_a_session_from_the_folder_picker(
     expect(item).to_contain_text(str(stack.project))
     expect(item.locator("[data-status]")).to_have_text("idle")
     screenshot(page, "sessions")
+    # The theme follows the system until toggled; the choice is kept.
+    page.get_by_role("button", name="Switch theme").click()
+    expect(page.locator("html")).to_have_attribute("data-theme", "light")
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", "light")
+    screenshot(page, "sessions-light")
+    page.get_by_role("button", name="Switch theme").click()
 
     # Rename, search, archive.
     item.get_by_role("button", name="Rename Greeting work").click()
@@ -131,7 +139,10 @@ def test_create_a_session_from_the_folder_picker(
 def test_a_prompt_streams_its_answer_then_shows_turn_usage(
     page: Page, stack: BrowserStack, api: Api
 ) -> None:
-    session_id = api.new_session()
+    project = stack.root / "with-commands"
+    (project / ".claude" / "commands").mkdir(parents=True, exist_ok=True)
+    (project / ".claude" / "commands" / "review.md").write_text("Review the last change.\n")
+    session_id = api.new_session(projectPath=str(project))
     answer = "Streaming " + " ".join(f"word{i}" for i in range(60)) + " THE END."
     stack.model.add_turns(thinking("Let me think about words.") + slow(answer, 0.05, chunk_chars=8))
     open_chat(page, session_id)
@@ -157,6 +168,23 @@ def test_a_prompt_streams_its_answer_then_shows_turn_usage(
     expect(page.get_by_label("Session tokens and cost")).to_contain_text(
         re.compile(r"[1-9]\d* out · .*\$0\.\d+")
     )
+
+    # The model and permission mode chosen here stick to the session.
+    page.get_by_label("Model").select_option("opus")
+    page.get_by_label("Permission mode").select_option("plan")
+    expect(page.get_by_role("alert")).to_contain_text("Saved")
+    page.reload()
+    expect(page.get_by_label("Model")).to_have_value("opus")
+    expect(page.get_by_label("Permission mode")).to_have_value("plan")
+    session = api.call("GET", f"/api/sessions/{session_id}")
+    assert (session["model"], session["permissionMode"]) == ("opus", "plan")
+
+    # Slash commands of the project are offered while typing one.
+    page.get_by_role("textbox", name="Prompt", exact=True).fill("/rev")
+    suggestion = page.get_by_role("listbox", name="Suggestions").get_by_role("option")
+    expect(suggestion).to_have_text(re.compile("/review"))
+    suggestion.get_by_role("button").click()
+    expect(page.get_by_role("textbox", name="Prompt", exact=True)).to_have_value("/review ")
 
 
 def test_an_edit_asks_permission_shows_a_diff_and_changes_the_file(
@@ -230,6 +258,12 @@ def test_stop_ends_a_slow_run(page: Page, stack: BrowserStack, api: Api) -> None
     open_chat(page, session_id)
     send(page, "Take your time")
     expect(page.locator(".msg.assistant.draft")).to_contain_text("out loud", timeout=RUN_SECONDS)
+    # A prompt sent meanwhile waits in the queue, and can be cancelled there.
+    send(page, "A second thought")
+    queued = page.get_by_label("Queued prompts").locator("li")
+    expect(queued).to_have_text(re.compile("A second thought"))
+    queued.get_by_role("button", name="Cancel queued prompt").click()
+    expect(queued).to_have_count(0)
     stop = page.get_by_role("button", name="Stop the run")
     expect(stop).to_be_visible()
     stop.click()
@@ -339,3 +373,67 @@ def test_settings_pricing_and_masked_keys(
     assert prices["my-local-model"]["outputPricePerMillion"] == 7
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "settings")
+
+
+def test_a_sub_agent_run_is_grouped_under_its_call(
+    page: Page, stack: BrowserStack, api: Api
+) -> None:
+    session_id = api.new_session()
+    call = {
+        "description": "count files",
+        "prompt": "Count the files",
+        "subagent_type": "general-purpose",
+        "run_in_background": False,
+    }
+    stack.model.add_turns(tool_use("Agent", call), text("The agent counted them."))
+    stack.model.add_turns(text("SUB-AGENT: there are no files."), subagent=True)
+    open_chat(page, session_id)
+    send(page, "Count files with an agent")
+    expect(page.get_by_text("The agent counted them.")).to_be_visible(timeout=RUN_SECONDS)
+    wait_idle(page)
+
+    card = page.locator('section.tool[data-tool="Agent"]')
+    expect(card.locator(".tool-target")).to_have_text("general-purpose: count files")
+    # The sub-agent's own messages (the CLI streams its prompt) sit inside its card, and its
+    # report is the card's result, not a message of the main conversation.
+    expect(card.get_by_label("Sub-agent messages")).to_contain_text("Count the files")
+    expect(card.locator(".tool-result")).to_contain_text("SUB-AGENT: there are no files.")
+    expect(page.locator(".messages > .msg.user")).to_have_text(["Count files with an agent"])
+    expect(card.locator(".tool-status")).to_have_attribute("aria-label", "done")
+
+
+def test_voice_input_transcribes_a_recording(page: Page, stack: BrowserStack, api: Api) -> None:
+    session_id = api.new_session()
+    open_chat(page, session_id)
+    expect(page.get_by_text("Voice input is off")).to_be_visible()
+    expect(page.get_by_role("button", name="Record voice input")).to_have_count(0)
+
+    with FakeTranscriptionServer(api_key="sk-voice-test-key") as fake:
+        try:
+            page.goto("/#/settings")
+            url_form = page.get_by_role("form", name="Transcription endpoint")
+            url_form.get_by_role("textbox").fill(fake.base_url)
+            url_form.get_by_role("button", name="Save").click()
+            expect(page.get_by_role("alert")).to_contain_text("saved")
+            key_form = page.get_by_role("form", name="Transcription API key")
+            key_form.get_by_role("textbox").fill("sk-voice-test-key")
+            key_form.get_by_role("button", name="Save").click()
+            expect(page.get_by_label("Transcription API key status")).to_contain_text("Set:")
+
+            open_chat(page, session_id)
+            page.get_by_role("button", name="Record voice input").click()
+            stop = page.get_by_role("button", name="Stop recording")
+            expect(stop).to_be_visible()
+            page.wait_for_timeout(1500)  # Chromium's fake microphone plays a tone
+            stop.click()
+            expect(page.get_by_role("textbox", name="Prompt", exact=True)).to_have_value(
+                re.compile(r"^\(fake transcription of \d+ bytes\)$"), timeout=20_000
+            )
+            [request] = fake.requests
+            assert request.authorized
+            assert request.size > 1000  # a real recording, not an empty upload
+        finally:
+            for key in ("transcription_url", "transcription_api_key"):
+                api.request.fetch(
+                    f"{stack.url}/api/settings/{key}", method="DELETE", headers=api.headers
+                )
