@@ -7,16 +7,18 @@ Responses are described below their section marker.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
 from pocketcode.db.tables import CONTEXT_MAX_CHARS
+from pocketcode.domain.errors import InvalidInput
 from pocketcode.domain.states import (
     JobStatus,
     LifecycleStatus,
@@ -25,7 +27,9 @@ from pocketcode.domain.states import (
     ProcessStatus,
     Provider,
 )
+from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.app_settings import MAX_VALUE_CHARS
+from pocketcode.services.auth import TokenInfo, UserInfo
 from pocketcode.services.git import Change
 from pocketcode.services.jobs import MAX_PROMPT_CHARS
 from pocketcode.services.paths import MAX_PATH_LENGTH
@@ -34,11 +38,35 @@ from pocketcode.services.sessions import TITLE_MAX_CHARS
 from pocketcode.web.security import is_public
 
 
-class PokecodeBody(BaseModel):
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+class Body(BaseModel):
+    """A request body. No text in it may hold a NUL character: PostgreSQL cannot store one,
+    so such a request would fail there (and not on SQLite) instead of being refused. The
+    refusal is the services' own for NUL (400 INVALID_INPUT): pydantic lets a non-ValueError
+    through to the app's error handler."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if _holds_nul(data):
+            raise InvalidInput("text in the request must not contain NUL characters")
+        return data
+
+
+class PokecodeBody(Body):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
-class OwnBody(BaseModel):
+class OwnBody(Body):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
@@ -77,7 +105,7 @@ class PromptIn(PokecodeBody):
     permission_mode: PermissionMode | None = None
 
 
-class ConnectIn(BaseModel):
+class ConnectIn(Body):
     """PokéCode's connect body: snake_case, unlike the rest of the API."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
@@ -526,6 +554,118 @@ class UsageOut(Out):
     by_model: list[UsageModelOut]
 
 
+# -- auth ----------------------------------------------------------------------------------------
+
+Secret = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return iso_z(value) if value is not None else None
+
+
+class UserOut(Out):
+    id: str
+    username: str
+    is_owner: bool
+    totp_enabled: bool
+    created_at: Timestamp
+    last_login_at: Timestamp | None
+
+    @classmethod
+    def of(cls, user: UserInfo) -> UserOut:
+        return cls(
+            id=str(user.id),
+            username=user.username,
+            is_owner=user.is_owner,
+            totp_enabled=user.totp_enabled,
+            created_at=iso_z(user.created_at),
+            last_login_at=_iso_or_none(user.last_login_at),
+        )
+
+
+class StatusOut(Out):
+    setup_required: bool
+    authenticated: bool
+    user: UserOut | None = None
+
+
+class SetupIn(OwnBody):
+    token: Secret
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Secret
+
+
+class LoginIn(OwnBody):
+    username: Annotated[str, Field(min_length=1, max_length=256)]
+    password: Secret
+    totp_code: Annotated[str, Field(max_length=32)] | None = None
+    recovery_code: Annotated[str, Field(max_length=64)] | None = None
+
+
+class LoginOut(Out):
+    user: UserOut
+    expires_at: Timestamp
+
+
+class MeOut(Out):
+    user: UserOut
+    auth_method: Literal["cookie", "bearer", "trusted-network"]
+
+
+class PasswordIn(OwnBody):
+    current_password: Secret
+    new_password: Secret
+
+
+class PasswordOut(Out):
+    revoked_sessions: int
+
+
+class TotpEnrollOut(Out):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpConfirmIn(OwnBody):
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class TotpConfirmOut(Out):
+    recovery_codes: list[str]
+
+
+class TotpDisableIn(OwnBody):
+    password: Secret
+
+
+class TokenIn(OwnBody):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class TokenOut(Out):
+    id: str
+    name: str
+    prefix: str
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    expires_at: Timestamp | None
+
+    @classmethod
+    def of(cls, token: TokenInfo) -> TokenOut:
+        return cls(
+            id=str(token.id),
+            name=token.name,
+            prefix=token.prefix,
+            created_at=iso_z(token.created_at),
+            last_used_at=_iso_or_none(token.last_used_at),
+            expires_at=_iso_or_none(token.expires_at),
+        )
+
+
+class TokenCreatedOut(TokenOut):
+    token: str  # the only time the plaintext is shown
+
+
 # -- devices and the queue (PokéCode) ------------------------------------------------------------
 
 
@@ -721,6 +861,8 @@ def _add_app_errors(schema: dict[str, Any]) -> None:
             responses = operation.setdefault("responses", {})
             if "422" in responses:
                 responses["422"] = error("The request is not valid")
+            if "requestBody" in operation:  # `Body` refuses NUL characters with 400
+                responses.setdefault("400", error("Invalid input"))
             if not is_public(path):
                 responses.setdefault("401", error("Authentication required"))
     for name in ("HTTPValidationError", "ValidationError"):

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from pocketcode.domain.errors import Conflict, Forbidden
 from pocketcode.domain.timefmt import iso_z
-from pocketcode.services.auth import (
-    AuthService,
-    NewLogin,
-    TokenInfo,
-    UserInfo,
-)
+from pocketcode.services.auth import AuthService, NewLogin
 from pocketcode.web.app import AppState
 from pocketcode.web.deps import (
     app_state,
@@ -32,7 +24,24 @@ from pocketcode.web.deps import (
     current_principal,
     optional_principal,
 )
-from pocketcode.web.schemas import errors
+from pocketcode.web.schemas import (
+    LoginIn,
+    LoginOut,
+    MeOut,
+    PasswordIn,
+    PasswordOut,
+    SetupIn,
+    StatusOut,
+    TokenCreatedOut,
+    TokenIn,
+    TokenOut,
+    TotpConfirmIn,
+    TotpConfirmOut,
+    TotpDisableIn,
+    TotpEnrollOut,
+    UserOut,
+    errors,
+)
 from pocketcode.web.security import SESSION_COOKIE, Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -41,118 +50,6 @@ Auth = Annotated[AuthService, Depends(auth_service)]
 State = Annotated[AppState, Depends(app_state)]
 Me = Annotated[Principal, Depends(current_principal)]
 Account = Annotated[Principal, Depends(credentialed_principal)]
-Secret = Annotated[str, Field(min_length=1, max_length=4096)]
-
-
-class CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class UserOut(CamelModel):
-    id: str
-    username: str
-    is_owner: bool
-    totp_enabled: bool
-    created_at: str
-    last_login_at: str | None
-
-    @classmethod
-    def of(cls, user: UserInfo) -> UserOut:
-        return cls(
-            id=str(user.id),
-            username=user.username,
-            is_owner=user.is_owner,
-            totp_enabled=user.totp_enabled,
-            created_at=iso_z(user.created_at),
-            last_login_at=_iso(user.last_login_at),
-        )
-
-
-class StatusOut(CamelModel):
-    setup_required: bool
-    authenticated: bool
-    user: UserOut | None = None
-
-
-class SetupIn(CamelModel):
-    token: Secret
-    username: Annotated[str, Field(min_length=1, max_length=64)]
-    password: Secret
-
-
-class LoginIn(CamelModel):
-    username: Annotated[str, Field(min_length=1, max_length=256)]
-    password: Secret
-    totp_code: Annotated[str, Field(max_length=32)] | None = None
-    recovery_code: Annotated[str, Field(max_length=64)] | None = None
-
-
-class LoginOut(CamelModel):
-    user: UserOut
-    expires_at: str
-
-
-class MeOut(CamelModel):
-    user: UserOut
-    auth_method: Literal["cookie", "bearer", "trusted-network"]
-
-
-class PasswordIn(CamelModel):
-    current_password: Secret
-    new_password: Secret
-
-
-class PasswordOut(CamelModel):
-    revoked_sessions: int
-
-
-class TotpEnrollOut(CamelModel):
-    secret: str
-    otpauth_uri: str
-
-
-class TotpConfirmIn(CamelModel):
-    code: Annotated[str, Field(min_length=1, max_length=32)]
-
-
-class TotpConfirmOut(CamelModel):
-    recovery_codes: list[str]
-
-
-class TotpDisableIn(CamelModel):
-    password: Secret
-
-
-class TokenIn(CamelModel):
-    name: Annotated[str, Field(min_length=1, max_length=128)]
-
-
-class TokenOut(CamelModel):
-    id: str
-    name: str
-    prefix: str
-    created_at: str
-    last_used_at: str | None
-    expires_at: str | None
-
-    @classmethod
-    def of(cls, token: TokenInfo) -> TokenOut:
-        return cls(
-            id=str(token.id),
-            name=token.name,
-            prefix=token.prefix,
-            created_at=iso_z(token.created_at),
-            last_used_at=_iso(token.last_used_at),
-            expires_at=_iso(token.expires_at),
-        )
-
-
-class TokenCreatedOut(TokenOut):
-    token: str  # the only time the plaintext is shown
-
-
-def _iso(value: datetime | None) -> str | None:
-    return iso_z(value) if value is not None else None
 
 
 def _set_session_cookie(

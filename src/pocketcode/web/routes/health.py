@@ -13,19 +13,36 @@ from pocketcode import __version__
 from pocketcode.domain.timefmt import now_iso_z
 from pocketcode.services.health import check_health
 from pocketcode.web.routes.webapp import shell_page, wants_html
-from pocketcode.web.schemas import HealthOut, LiveOut, NotReadyOut, ReadyOut, ServicesOut
+from pocketcode.web.schemas import (
+    HealthOut,
+    LiveOut,
+    NotReadyOut,
+    ReadyOut,
+    RootOut,
+    ServicesOut,
+)
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/", summary="Server name and version (browsers get the web app)")
+@router.get(
+    "/",
+    summary="Server name and version (browsers get the web app)",
+    responses={
+        200: {
+            "model": RootOut,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": "JSON, or the web app's page for a browser that asks for HTML",
+        }
+    },
+)
 async def root(request: Request) -> Response:
     # One URL for both: a browser opening the printed URL gets the app, while PokéCode's
     # client and scripts (which ask for JSON or anything) keep this JSON answer.
     if wants_html(request):
         return shell_page()
-    body = {"name": "pocketcode", "version": __version__, "status": "ok", "timestamp": now_iso_z()}
-    return JSONResponse(body)
+    body = RootOut(name="pocketcode", version=__version__, status="ok", timestamp=now_iso_z())
+    return JSONResponse(body.model_dump())
 
 
 @router.get("/health/live", summary="The process answers", response_model=LiveOut)

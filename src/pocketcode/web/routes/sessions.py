@@ -35,12 +35,26 @@ from pocketcode.web.app import AppState
 from pocketcode.web.deps import app_state, current_principal
 from pocketcode.web.presenters import job_view, pokecode_message, raw_message, session_view
 from pocketcode.web.schemas import (
+    AnsweredPermissionOut,
+    CancelledJobOut,
     ConnectIn,
+    ConnectOut,
     CreateSessionIn,
+    DeviceListOut,
+    MessagesPageOut,
     PermissionAnswerIn,
+    PermissionsOut,
     PricesIn,
+    PricesOut,
     PromptIn,
+    QueueMetricsOut,
+    QueueOut,
+    SessionListOut,
+    SessionOut,
+    SuccessOut,
     UpdateSessionIn,
+    UsageOut,
+    errors,
 )
 from pocketcode.web.security import Principal
 
@@ -49,6 +63,7 @@ router = APIRouter(prefix="/api", tags=["sessions"])
 State = Annotated[AppState, Depends(app_state)]
 Me = Annotated[Principal, Depends(current_principal)]
 Json = dict[str, Any]
+Responses = dict[str, Any]
 
 POLL_INTERVAL_S = 5
 # PokéCode's client sends these model names; the CLI knows opus-plan as `opusplan`.
@@ -89,8 +104,11 @@ def _view(state: AppState, row: SessionRow) -> Json:
 # -- sessions (PokéCode) ---------------------------------------------------------------------
 
 
-@router.post("/sessions/", status_code=201, include_in_schema=False)
-@router.post("/sessions", status_code=201, summary="Create a session in a project folder")
+_CREATED: Responses = {"status_code": 201, "response_model": SessionOut, "responses": errors(400)}
+
+
+@router.post("/sessions/", include_in_schema=False, **_CREATED)
+@router.post("/sessions", summary="Create a session in a project folder", **_CREATED)
 def create_session(body: CreateSessionIn, state: State, _me: Me) -> Json:
     if body.provider in ("codex-cli", "codex"):
         raise InvalidInput("the Codex provider is not supported by this server yet")
@@ -108,8 +126,11 @@ def create_session(body: CreateSessionIn, state: State, _me: Me) -> Json:
     return session_view(row)
 
 
-@router.get("/sessions/", include_in_schema=False)
-@router.get("/sessions", summary="Sessions, most recently accessed first")
+_LISTED: Responses = {"response_model": SessionListOut, "responses": errors(400)}
+
+
+@router.get("/sessions/", include_in_schema=False, **_LISTED)
+@router.get("/sessions", summary="Sessions, most recently accessed first", **_LISTED)
 def list_sessions(
     state: State,
     _me: Me,
@@ -138,14 +159,23 @@ def list_sessions(
     }
 
 
-@router.get("/sessions/{session_id}", summary="One session")
+@router.get(
+    "/sessions/{session_id}",
+    summary="One session",
+    response_model=SessionOut,
+    responses=errors(404),
+)
 def get_session(session_id: str, state: State, _me: Me) -> Json:
-    return _view(state, _load(state, session_id))
+    row = _load(state, session_id)
+    _sessions(state).touch_if_stale(row)
+    return _view(state, row)
 
 
 @router.patch(
     "/sessions/{session_id}",
     summary="Change context, metadata, title, model, permission mode; archive or unarchive",
+    response_model=SessionOut,
+    responses=errors(400, 404, 409),
 )
 def update_session(session_id: str, body: UpdateSessionIn, state: State, _me: Me) -> Json:
     _load(state, session_id)
@@ -161,7 +191,12 @@ def update_session(session_id: str, body: UpdateSessionIn, state: State, _me: Me
     return _view(state, row)
 
 
-@router.delete("/sessions/{session_id}", summary="Delete a session (refused while it runs)")
+@router.delete(
+    "/sessions/{session_id}",
+    summary="Delete a session (refused while it runs)",
+    response_model=SuccessOut,
+    responses=errors(404, 409),
+)
 def delete_session(session_id: str, state: State, _me: Me) -> Json:
     _load(state, session_id)
     _sessions(state).delete(session_id)
@@ -171,7 +206,13 @@ def delete_session(session_id: str, state: State, _me: Me) -> Json:
 # -- messages (PokéCode) ---------------------------------------------------------------------
 
 
-@router.get("/sessions/{session_id}/messages", summary="Messages in PokéCode's shape, oldest first")
+@router.get(
+    "/sessions/{session_id}/messages",
+    summary="Messages in PokéCode's shape, oldest first",
+    response_model=MessagesPageOut,
+    response_model_exclude_unset=True,
+    responses=errors(400, 404),
+)
 def list_messages(
     session_id: str,
     state: State,
@@ -180,6 +221,7 @@ def list_messages(
     limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = 50,
 ) -> Json:
     row = _load(state, session_id)
+    _sessions(state).touch_if_stale(row)
     page = MessageService(state.db).page(row.id, after_id=after, limit=limit)
     messages = [m for m in map(pokecode_message, page.messages) if m is not None]
     return {
@@ -193,7 +235,12 @@ def list_messages(
     }
 
 
-@router.get("/sessions/{session_id}/messages/raw", summary="What the agent sent, as stored")
+@router.get(
+    "/sessions/{session_id}/messages/raw",
+    summary="What the agent sent, as stored",
+    response_model=list[dict[str, Any]],
+    responses=errors(400, 404),
+)
 def raw_messages(
     session_id: str,
     state: State,
@@ -202,6 +249,7 @@ def raw_messages(
     limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = MAX_MESSAGES,
 ) -> list[Json]:
     row = _load(state, session_id)
+    _sessions(state).touch_if_stale(row)
     page = MessageService(state.db).page(row.id, after_id=after, limit=limit)
     return [raw_message(m) for m in page.messages]
 
@@ -211,6 +259,7 @@ def raw_messages(
     status_code=202,
     response_class=Response,
     summary="Queue a prompt (202, empty body: PokéCode's client parses no body then)",
+    responses={202: {"description": "Queued; no body"}, **errors(400, 404, 409)},
 )
 async def send_prompt(session_id: str, body: PromptIn, state: State, _me: Me) -> Response:
     row = await run_in_threadpool(_load, state, session_id)
@@ -231,6 +280,7 @@ async def send_prompt(session_id: str, body: PromptIn, state: State, _me: Me) ->
     status_code=204,
     response_class=Response,
     summary="Stop the session's current run (queued prompts stay queued)",
+    responses={204: {"description": "Cancelled, or nothing ran"}, **errors(404, 409)},
 )
 async def cancel_run(session_id: str, state: State, _me: Me) -> Response:
     row = await run_in_threadpool(_load, state, session_id)
@@ -244,13 +294,23 @@ async def cancel_run(session_id: str, state: State, _me: Me) -> Response:
 # -- the prompt queue ------------------------------------------------------------------------
 
 
-@router.get("/sessions/{session_id}/queue", summary="Prompts waiting to run, next first")
+@router.get(
+    "/sessions/{session_id}/queue",
+    summary="Prompts waiting to run, next first",
+    response_model=QueueOut,
+    responses=errors(404),
+)
 def list_queue(session_id: str, state: State, _me: Me) -> Json:
     row = _load(state, session_id)
     return {"jobs": [job_view(job) for job in JobService(state.db).list_queue(row.id)]}
 
 
-@router.delete("/sessions/{session_id}/queue/{job_id}", summary="Cancel one queued prompt")
+@router.delete(
+    "/sessions/{session_id}/queue/{job_id}",
+    summary="Cancel one queued prompt",
+    response_model=CancelledJobOut,
+    responses=errors(404, 409),
+)
 async def cancel_queued(session_id: str, job_id: str, state: State, _me: Me) -> Json:
     row = await run_in_threadpool(_load, state, session_id)
     jobs = JobService(state.db)
@@ -267,13 +327,23 @@ async def cancel_queued(session_id: str, job_id: str, state: State, _me: Me) -> 
 # -- permissions -----------------------------------------------------------------------------
 
 
-@router.get("/sessions/{session_id}/permissions", summary="Tool uses waiting for an answer")
+@router.get(
+    "/sessions/{session_id}/permissions",
+    summary="Tool uses waiting for an answer",
+    response_model=PermissionsOut,
+    responses=errors(404),
+)
 def list_permissions(session_id: str, state: State, _me: Me) -> Json:
     row = _load(state, session_id)
     return {"permissions": [request_data(r) for r in _permissions(state).pending(row.id)]}
 
 
-@router.post("/permissions/{request_id}", summary="Answer a tool use: allow, deny or always")
+@router.post(
+    "/permissions/{request_id}",
+    summary="Answer a tool use: allow, deny or always",
+    response_model=AnsweredPermissionOut,
+    responses=errors(400, 404, 409),
+)
 async def answer_permission(
     request_id: str, body: PermissionAnswerIn, state: State, me: Me
 ) -> Json:
@@ -305,12 +375,17 @@ def _price_view(row: ModelPricingRow) -> Json:
     }
 
 
-@router.get("/pricing", summary="Model prices (USD per million tokens)")
+@router.get("/pricing", summary="Model prices (USD per million tokens)", response_model=PricesOut)
 def list_pricing(state: State, _me: Me) -> Json:
     return {"prices": [_price_view(r) for r in PricingService(state.db).list_prices()]}
 
 
-@router.put("/pricing", summary="Set the prices of the given models")
+@router.put(
+    "/pricing",
+    summary="Set the prices of the given models",
+    response_model=PricesOut,
+    responses=errors(400),
+)
 def update_pricing(body: PricesIn, state: State, _me: Me) -> Json:
     pricing = PricingService(state.db)
     for price in body.prices:
@@ -338,7 +413,7 @@ def _totals(totals: UsageTotals) -> Json:
     }
 
 
-@router.get("/usage", summary="Tokens and cost by day, project and model")
+@router.get("/usage", summary="Tokens and cost by day, project and model", response_model=UsageOut)
 def get_usage(state: State, _me: Me, days: Annotated[int, Query(ge=1, le=366)] = 30) -> Json:
     summary = usage_summary(state.db, days)
     return {
@@ -353,14 +428,25 @@ def get_usage(state: State, _me: Me, days: Annotated[int, Query(ge=1, le=366)] =
 # -- devices and the queue (PokéCode) ----------------------------------------------------------
 
 
-@router.post("/connect", summary="A mobile client reports in; answers how often to poll")
+@router.post(
+    "/connect",
+    summary="A mobile client reports in; answers how often to poll",
+    response_model=ConnectOut,
+    responses=errors(400),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ConnectIn.model_json_schema()}},
+        }
+    },
+)
 async def connect(request: Request, state: State, _me: Me) -> Json:
     # PokéCode answered 400 to a bad body here (elsewhere validation is 422).
     try:
         body = ConnectIn.model_validate(json.loads(await request.body()))
     except ValueError as exc:  # JSONDecodeError and ValidationError alike
         where = (
-            ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
             if isinstance(exc, ValidationError)
             else "body"
         )
@@ -386,7 +472,7 @@ def _device_view(row: DeviceRow) -> Json:
     }
 
 
-@router.get("/connect/devices", summary="Devices seen recently")
+@router.get("/connect/devices", summary="Devices seen recently", response_model=DeviceListOut)
 def list_devices(
     state: State,
     _me: Me,
@@ -407,7 +493,11 @@ def list_devices(
     }
 
 
-@router.get("/queue/metrics", summary="Prompts waiting, running and finished")
+@router.get(
+    "/queue/metrics",
+    summary="Prompts waiting, running and finished",
+    response_model=QueueMetricsOut,
+)
 def queue_metrics(state: State, _me: Me) -> Json:
     counts = queue_counts(state.db)
     return {
