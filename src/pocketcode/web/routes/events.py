@@ -16,6 +16,7 @@ from pocketcode.services.events import EventBus
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.deps import app_state
 from pocketcode.web.event_streams import EventStream, PokecodeStream, StreamOptions
+from pocketcode.web.schemas import errors
 from pocketcode.web.sse import event_stream_response, refuse_cross_site
 
 router = APIRouter(tags=["events"])
@@ -49,7 +50,7 @@ Options = Annotated[StreamOptions, Depends(stream_options)]
 @router.get(
     "/api/sessions/{session_id}/events",
     response_class=EventSourceResponse,
-    responses={200: _STREAM_DOC},
+    responses={200: _STREAM_DOC, **errors(403, 404, 503)},
 )
 async def session_events(
     request: Request,
@@ -67,7 +68,11 @@ async def session_events(
     return event_stream_response(stream.frames())
 
 
-@router.get("/api/events", response_class=EventSourceResponse, responses={200: _STREAM_DOC})
+@router.get(
+    "/api/events",
+    response_class=EventSourceResponse,
+    responses={200: _STREAM_DOC, **errors(403, 503)},
+)
 async def all_events(
     request: Request,
     options: Options,
@@ -94,7 +99,7 @@ _POKECODE_HEADERS = {
 @router.get(
     "/api/sessions/{session_id}/messages/stream",
     response_class=EventSourceResponse,
-    responses={200: _STREAM_DOC},
+    responses={200: _STREAM_DOC, **errors(403, 404, 503)},
 )
 async def pokecode_message_stream(
     request: Request, session_id: str, options: Options
