@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from types import TracebackType
 from typing import Any
 
@@ -68,6 +69,16 @@ class Event:
     seq: int | None = None
     # JSON-serialisable, camelCase keys, timestamps as `…Z` strings.
     data: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def wire_json(self) -> str:
+        """`data` with the session id, as one line of JSON: encoded once, however many
+        streams send the event."""
+        return json.dumps(
+            {**self.data, "sessionId": str(self.session_id)},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
 
 
 def resync_event(session_id: uuid.UUID, reason: str) -> Event:
@@ -162,6 +173,18 @@ class Subscription:
         if isinstance(item, _Closed):
             self._queue.put_nowait(item)  # later calls end too
             raise StopAsyncIteration
+        if item.type == RESYNC:
+            self._marker_pending = False
+        return item
+
+    def get_nowait(self) -> Event | None:
+        """The next event if one is waiting, else None (also once closed)."""
+        if self._queue.empty():
+            return None
+        item = self._queue.get_nowait()
+        if isinstance(item, _Closed):
+            self._queue.put_nowait(item)
+            return None
         if item.type == RESYNC:
             self._marker_pending = False
         return item

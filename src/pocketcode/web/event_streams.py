@@ -33,6 +33,7 @@ that is ahead of the session, also gets a "resync" and the stream starts from no
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,9 +57,10 @@ from pocketcode.services.events import (
 from pocketcode.services.messages import MAX_PAGE, MessageService
 from pocketcode.services.permissions import PermissionService, request_data
 from pocketcode.web.presenters import pokecode_message
-from pocketcode.web.sse import frame, retry_frame
+from pocketcode.web.sse import frame, frame_json, retry_frame
 
 MARGIN = timedelta(seconds=60)
+_COALESCE = 64  # frames sent in one write at most
 HEARTBEAT = "heartbeat"
 _ALL_CURSOR_PREFIX = "m1"
 
@@ -86,8 +88,14 @@ def parse_session_cursor(text: str) -> int:
 
 def encode_all_cursor(since_ms: int, positions: dict[uuid.UUID, int]) -> str:
     parts = [_ALL_CURSOR_PREFIX, str(since_ms)]
-    parts.extend(f"{session_id.hex}-{seq}" for session_id, seq in sorted(positions.items()))
+    parts.extend(f"{_hex(session_id)}-{seq}" for session_id, seq in sorted(positions.items()))
     return ".".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hex(session_id: uuid.UUID) -> str:
+    """A session id in cursors (the every-session stream writes one per session per frame)."""
+    return session_id.hex
 
 
 def parse_all_cursor(text: str) -> tuple[int, dict[uuid.UUID, int]]:
@@ -116,6 +124,11 @@ async def events_or_heartbeats(
     only when idle) for a heartbeat; ends when the bus stops (server shutting down)."""
     deadline = time.monotonic() + interval
     while True:
+        # An event already waiting needs no timer (a busy stream's common case).
+        ready = subscription.get_nowait() if time.monotonic() < deadline else None
+        if ready is not None:
+            yield ready
+            continue
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 event = await subscription.get()
@@ -177,8 +190,12 @@ class EventStream:
                 if event is None:
                     yield self._heartbeat()
                     continue
-                async for chunk in self._on_event(event):
-                    yield chunk
+                # Events that queued up meanwhile go out in one write: under load the cost
+                # of a send, not of an event, is what a busy stream pays.
+                chunks = [chunk async for chunk in self._on_event(event)]
+                while len(chunks) < _COALESCE and (more := subscription.get_nowait()):
+                    chunks.extend([chunk async for chunk in self._on_event(more)])
+                yield b"".join(chunks)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -287,12 +304,12 @@ class EventStream:
             async for chunk in self._pending_permissions(scope or self.session_id):
                 yield chunk
             return
-        yield frame({**event.data, "sessionId": str(event.session_id)}, event=event.type)
+        yield frame_json(event.wire_json, event=event.type)
 
     # -- frames ---------------------------------------------------------------------------
 
     def _message_frame(self, event: Event) -> bytes:
-        return frame(event.data, event=MESSAGE, id=self.cursor())
+        return frame_json(event.wire_json, event=MESSAGE, id=self.cursor())
 
     def _heartbeat(self) -> bytes:
         data: dict[str, Any] = {

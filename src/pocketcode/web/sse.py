@@ -21,6 +21,14 @@ from pocketcode.web.security import RequestPolicy
 
 def frame(data: Mapping[str, Any], *, event: str | None = None, id: str | None = None) -> bytes:
     """One event: optional `id:` and `event:` lines, then the data as single-line JSON."""
+    # json.dumps escapes newlines inside strings, so the data is always one line.
+    encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return frame_json(encoded, event=event, id=id)
+
+
+def frame_json(data_json: str, *, event: str | None = None, id: str | None = None) -> bytes:
+    """`frame` of data encoded already as one line of JSON (an event sent to many streams is
+    encoded once)."""
     lines = []
     if id is not None:
         if "\n" in id or "\r" in id or "\0" in id:
@@ -28,8 +36,7 @@ def frame(data: Mapping[str, Any], *, event: str | None = None, id: str | None =
         lines.append(f"id: {id}")
     if event is not None:
         lines.append(f"event: {event}")
-    # json.dumps escapes newlines inside strings, so the data is always one line.
-    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    lines.append("data: " + data_json)
     return ("\n".join(lines) + "\n\n").encode()
 
 
