@@ -8,6 +8,7 @@ pool whose connections are dropped after an idle timeout (the seed's pool settin
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
@@ -122,6 +124,16 @@ def _install_idle_timeout(engine: Engine, idle_timeout: float) -> None:
             raise exc.DisconnectionError("connection idle past the pool idle timeout")
 
 
+def load_json(document: str | bytes | memoryview) -> Any:
+    """Stored JSON (the messages' raw lines are most of what a page reads) parsed by orjson,
+    several times faster than `json`; what orjson refuses but `json` wrote (NaN, Infinity)
+    falls back to `json`. (orjson reads an integer past 64 bits as a float.)"""
+    try:
+        return orjson.loads(document)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(document) if isinstance(document, memoryview) else document)
+
+
 def create_db_engine(
     url: str | URL,
     *,
@@ -141,6 +153,7 @@ def create_db_engine(
             max_overflow=0,
             pool_timeout=checkout_timeout,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            json_deserializer=load_json,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)
@@ -151,6 +164,7 @@ def create_db_engine(
             max_overflow=0,
             pool_timeout=checkout_timeout,
             pool_pre_ping=False,
+            json_deserializer=load_json,  # psycopg's loader for json/jsonb columns
             connect_args={
                 # libpq takes whole seconds and treats anything under 2 as 2.
                 "connect_timeout": max(2, round(connect_timeout)),

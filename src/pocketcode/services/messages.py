@@ -128,6 +128,24 @@ _INSERT_SKIPPING_STORED = {
     for name, module in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
 }
 
+# A page of messages, built once (a page is the most frequent read): after a seq, or after
+# the seq of a message id (PokéCode's cursor) in the same query.
+_SEQ_OF_MESSAGE = (
+    sa.select(MessageRow.seq)
+    .where(
+        MessageRow.session_id == sa.bindparam("session_id"),
+        MessageRow.id == sa.bindparam("message_id"),
+    )
+    .scalar_subquery()
+)
+_PAGE = {
+    cursor: sa.select(MessageRow)
+    .where(MessageRow.session_id == sa.bindparam("session_id"), MessageRow.seq > after)
+    .order_by(MessageRow.seq)
+    .limit(sa.bindparam("limit"))
+    for cursor, after in (("seq", sa.bindparam("after_seq")), ("id", _SEQ_OF_MESSAGE))
+}
+
 Executor = Session | sa.Connection
 
 
@@ -292,6 +310,13 @@ def append_in(
     return existing, False
 
 
+def _parse_message_id(message_id: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(message_id)
+    except ValueError:
+        raise InvalidInput(f"cursor {message_id!r} is not a message id") from None
+
+
 class MessageService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -329,11 +354,22 @@ class MessageService:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
         with self.db.read() as session:
             if after_id is not None:
-                after_seq = self._seq_of(session, session_id, after_id)
-            query = sa.select(MessageRow).where(MessageRow.session_id == session_id)
-            if after_seq is not None:
-                query = query.where(MessageRow.seq > after_seq)
-            rows = list(session.scalars(query.order_by(MessageRow.seq).limit(limit + 1)).all())
+                message_id = _parse_message_id(after_id)
+                rows = list(
+                    session.scalars(
+                        _PAGE["id"],
+                        {"session_id": session_id, "message_id": message_id, "limit": limit + 1},
+                    )
+                )
+                if not rows:  # the end of the session, or a cursor that is not one of its own
+                    self._seq_of(session, session_id, message_id)
+            else:
+                rows = list(
+                    session.scalars(
+                        _PAGE["seq"],
+                        {"session_id": session_id, "after_seq": after_seq or 0, "limit": limit + 1},
+                    )
+                )
         has_next = len(rows) > limit
         rows = rows[:limit]
         return MessagePage(rows, has_next, str(rows[-1].id) if has_next and rows else None)
@@ -401,10 +437,7 @@ class MessageService:
 
     @staticmethod
     def _seq_of(session: Session, session_id: uuid.UUID, message_id: uuid.UUID | str) -> int:
-        try:
-            parsed = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(message_id)
-        except ValueError:
-            raise InvalidInput(f"cursor {message_id!r} is not a message id") from None
+        parsed = _parse_message_id(message_id)
         seq = session.scalar(
             sa.select(MessageRow.seq).where(
                 MessageRow.session_id == session_id, MessageRow.id == parsed
