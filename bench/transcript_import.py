@@ -16,9 +16,10 @@ backend, on a throwaway database:
 3. **list**: `pocketcode serve` (a child, `CLAUDE_CONFIG_DIR` = the corpus, its live watcher on)
    answers `GET /api/sessions` (the default page) `--requests` times, one at a time, over
    loopback with an API token;
-4. **watch**: an SSE client on `GET /api/events`; a prompt line is appended to a transcript of
-   the corpus (`--appends` times, a different file each time, and once a new file): time from
-   the write to the client receiving the `message` frame with that text.
+4. **watch**: an SSE client on `GET /api/events`; a turn (a prompt line and an assistant line
+   with usage) is appended to a transcript of the corpus (`--appends` times, files of every
+   size up to the largest, and once a new file): time from the write to the client receiving
+   the assistant's `message` frame.
 
 Targets: first import < 20 s with peak RSS < 300 MB, re-scan < 1 s, list p99 < 20 ms, watch
 latency < 1 s. Results go to `bench/results/transcripts_import-<backend>.json`.
@@ -127,20 +128,28 @@ def _pocketcode(argv: list[str], env: dict[str, str], stdin: str = "") -> str:
     return done.stdout
 
 
-def _prompt_line(session_id: str, cwd: str, text: str) -> bytes:
-    return (
-        orjson.dumps(
-            {
-                "type": "user",
-                "uuid": str(uuid.uuid4()),
-                "sessionId": session_id,
-                "cwd": cwd,
-                "timestamp": "2026-11-22T00:00:00.000Z",
-                "message": {"role": "user", "content": text},
-            }
-        )
-        + b"\n"
-    )
+def _turn_lines(session_id: str, cwd: str, text: str) -> bytes:
+    """A prompt and the assistant's answer (with usage, so the session's totals change)."""
+    common = {"sessionId": session_id, "cwd": cwd, "timestamp": "2026-11-22T00:00:00.000Z"}
+    prompt = {
+        "type": "user",
+        "uuid": str(uuid.uuid4()),
+        "message": {"role": "user", "content": "What changed since the last turn?"},
+        **common,
+    }
+    answer = {
+        "type": "assistant",
+        "uuid": str(uuid.uuid4()),
+        "message": {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "text", "text": text}],
+            "usage": {"input_tokens": 12, "output_tokens": 34},
+        },
+        **common,
+    }
+    return orjson.dumps(prompt) + b"\n" + orjson.dumps(answer) + b"\n"
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -180,7 +189,7 @@ async def _watch_latencies(
             raise RuntimeError("the event stream ended")
 
         async def one(path: Path, text: str, session_id: str) -> float:
-            data = _prompt_line(session_id, "/home/dev/bench", text)
+            data = _turn_lines(session_id, "/home/dev/bench", text)
             waiter = asyncio.ensure_future(wait_for(text))
             await asyncio.sleep(0)
             written = time.perf_counter()

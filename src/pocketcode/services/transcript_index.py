@@ -149,6 +149,15 @@ class _Tally:
             )
 
 
+def _has_usage(message: NewMessage) -> bool:
+    return message.type is MessageType.ASSISTANT and (
+        message.input_tokens is not None
+        or message.output_tokens is not None
+        or message.cache_creation_tokens is not None
+        or message.cache_read_tokens is not None
+    )
+
+
 @dataclass
 class _Target:
     """What a flush needs of the session it stores into."""
@@ -202,6 +211,8 @@ class _FileState:
     session_id: uuid.UUID | None
     totals_stale: bool = False
     """Messages were stored or adopted since the session's totals were last computed."""
+    usage_stale: bool = False
+    """Among them, messages carrying token usage (else only the turn count can change)."""
 
 
 class _Writer:
@@ -520,8 +531,8 @@ class TranscriptIndexer:
                 if chunk.cli_cost_usd is not None and chunk.cli_cost_usd > target.cli_cost_usd:
                     changes["cli_total_cost_usd"] = target.cli_cost_usd = chunk.cli_cost_usd
                 if final and state.totals_stale:
-                    changes.update(self._totals(connection, target))
-                    state.totals_stale = False
+                    changes.update(self._totals(connection, target, new_usage=state.usage_stale))
+                    state.totals_stale = state.usage_stale = False
                 if changes:
                     connection.execute(
                         sa.update(SessionRow).where(SessionRow.id == target.id).values(**changes)
@@ -618,6 +629,8 @@ class TranscriptIndexer:
                 tally.add(item.message)
         if stored or adopted:
             state.totals_stale = True
+        if any(_has_usage(item.message) for item in stored):
+            state.usage_stale = True
         return len(stored), rows
 
     @staticmethod
@@ -674,11 +687,18 @@ class TranscriptIndexer:
             adopted.add(id(message))
         return [item for item in items if id(item.message) not in adopted]
 
-    def _totals(self, connection: sa.Connection, target: _Target) -> dict[str, Any]:
+    def _totals(
+        self, connection: sa.Connection, target: _Target, *, new_usage: bool
+    ) -> dict[str, Any]:
         """Tokens, cost and turns of the session from its stored messages; for a session this
         scan created, from the tally kept while storing (reading every row back costs as
-        much as writing it: SQLite keeps the token columns after the big text ones)."""
+        much as writing it: SQLite keeps the token columns after the big text ones). Without
+        `new_usage`, only the turns are counted again."""
         tally = self._fresh.get(target.id)
+        if tally is None and not new_usage:
+            return {
+                "turn_count": max(target.turn_count, self._stored_prompts(connection, target.id))
+            }
         if tally is None:
             tally = self._stored_tally(connection, target.id)
         totals = TokenUsage()
@@ -733,7 +753,12 @@ class TranscriptIndexer:
             ).group_by(per_message.c.model)
         ):
             tally.by_model[model] = TokenUsage(int(inputs), int(outputs), int(writes), int(reads))
-        prompts = session.scalar(
+        tally.prompts = TranscriptIndexer._stored_prompts(session, session_id)
+        return tally
+
+    @staticmethod
+    def _stored_prompts(connection: sa.Connection, session_id: uuid.UUID) -> int:
+        prompts = connection.scalar(
             sa.select(sa.func.count())
             .select_from(MessageRow)
             .where(
@@ -742,8 +767,7 @@ class TranscriptIndexer:
                 MessageRow.subtype == "prompt",
             )
         )
-        tally.prompts = int(prompts or 0)
-        return tally
+        return int(prompts or 0)
 
     def _price(self, model: str | None) -> Price | None:
         if not model:
