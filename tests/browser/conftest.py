@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 
 from tests.browser.stack import PASSWORD, USERNAME, BrowserStack, start_browser_stack
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make test`
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -49,10 +49,35 @@ def browser(playwright_instance: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[BrowserStack]:
+    """The module's server, its owner account created as a new user does: by opening the
+    setup link `serve` printed."""
     started = start_browser_stack(tmp_path_factory.mktemp("browser"))
+    try:
+        create_owner(browser, started)
+    except BaseException:
+        started.stop()
+        raise
     yield started
     started.stop()
+
+
+def create_owner(browser: Browser, stack: BrowserStack) -> None:
+    context = browser.new_context(viewport=PHONE, base_url=stack.url, color_scheme="dark")
+    try:
+        page = context.new_page()
+        page.goto(f"/#token={stack.setup_token}")
+        form = page.get_by_role("form", name="Create the owner account")
+        form.get_by_label("Username").fill(USERNAME)
+        form.get_by_label("Password").fill(PASSWORD)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "setup.png"), animations="disabled")
+        form.get_by_role("button", name="Create account").click()
+        page.get_by_role("heading", name="Sessions").wait_for()
+        # The token is in no address the browser keeps.
+        assert "token" not in page.url
+    finally:
+        context.close()
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """A real `pocketcode serve` (SQLite in a temp dir, the real Claude CLI against the in-process
-fake model) and the owner account, for browser tests and screenshots."""
+fake model) with no account yet, and the one-time setup token it printed, for browser tests
+and screenshots."""
 
 from __future__ import annotations
 
+import re
 import subprocess
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ class BrowserStack:
     server: ServerProcess
     project: Path
     env: dict[str, str]
+    setup_token: str
 
     @property
     def url(self) -> str:
@@ -71,28 +74,36 @@ def start_browser_stack(root: Path, extra_env: dict[str, str] | None = None) -> 
         del env["POCKETCODE_DATABASE_URL"]  # SQLite in the data dir
         env["POCKETCODE_LOG_LEVEL"] = "warning"
         env.update(extra_env or {})
-        subprocess.run(
-            [sys.executable, "-m", "pocketcode", "user", "create", "-u", USERNAME],
-            input=PASSWORD + "\n",
-            text=True,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        env["COLUMNS"] = "1000"  # the setup link on one line of the log
         server = ServerProcess.start(env, root / "server.log", timeout=60)
+        try:
+            token = printed_setup_token(root / "server.log")
+        except BaseException:
+            server.stop()
+            raise
     except BaseException:
         model.stop()
         raise
-    return BrowserStack(root, model, server, project, env)
+    return BrowserStack(root, model, server, project, env, token)
+
+
+def printed_setup_token(log: Path, timeout: float = 10) -> str:
+    """The token of the `/#token=…` link `serve` prints when there is no account yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"#token=([A-Za-z0-9_-]+)", log.read_text())
+        if found:
+            return found.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no setup link in the server log: {log.read_text()[-2000:]}")
 
 
 if __name__ == "__main__":  # a demo server to look at by hand: python -m tests.browser.stack
     import tempfile
-    import time
 
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_browser_stack(Path(tmp))
-        print(stack.url, USERNAME, PASSWORD, flush=True)
+        print(f"{stack.url}/#token={stack.setup_token}", flush=True)
         try:
             while True:
                 time.sleep(3600)
