@@ -69,7 +69,7 @@ INDEX_MAX_LINE_BYTES = 4 * 1024 * 1024
 """Longer lines (pasted images, huge tool outputs) are skipped and counted: parsing one costs
 many times its size in memory."""
 _FLUSH_MESSAGES = 2000
-_FLUSH_BYTES = 32 * 1024 * 1024
+_FLUSH_BYTES = 16 * 1024 * 1024
 
 ScanProgress = Callable[[Path, int, int], None]
 """Called after each file with (file, files done, files total)."""
