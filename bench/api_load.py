@@ -19,7 +19,7 @@ Data for page and list is seeded through the services (messages) and one bulk in
 (sessions) before the server starts, never over HTTP.
 
     .venv/bin/python bench/api_load.py [events|page|list|all] [--db sqlite|postgresql|all]
-        [--clients 200] [--sessions 10] [--blocks 60] [--block-delay 0.1]
+        [--clients 200] [--sessions 10] [--blocks 20] [--block-delay 0.5]
         [--messages 20000] [--session-rows 10000] [--requests 500] [--no-write]
 """
 
@@ -34,6 +34,7 @@ import json
 import os
 import random
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,15 +125,51 @@ def served(
         url = db.engine.url.render_as_string(hide_password=False)
         env = server_env(root, url, model_url)
         env.update({"POCKETCODE_LOG_LEVEL": "warning", **(extra_env or {})})
+        if "PYTHONPATH" in os.environ:  # the server runs the code the benchmark imports
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         _pocketcode(["user", "create", "--username", "bench"], env, PASSWORD + "\n")
         token = _pocketcode(["token", "create", "bench"], env).strip().splitlines()[-1]
         if seed is not None:
             seed(db, root)
+            if not db.is_sqlite:
+                # What autovacuum does after a bulk load; SQLite's planner needs no statistics.
+                with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                    c.exec_driver_sql("VACUUM ANALYZE")
         server = ServerProcess.start(env, root / "server.log", timeout=60)
         try:
             yield Stack(server, token, db, root)
         finally:
             server.stop()
+
+
+PROFILE_DIR: Path | None = None  # --profile: py-spy samples of the server while timed
+
+
+@contextlib.contextmanager
+def profiled(stack: Stack, name: str) -> Iterator[None]:
+    """With --profile, py-spy samples the server process (collapsed stacks, one file per
+    measurement in PROFILE_DIR); py-spy is not a dependency: `pip install py-spy`."""
+    if PROFILE_DIR is None:
+        yield
+        return
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    output = PROFILE_DIR / f"{name}.txt"
+    argv = ["record", "--pid", str(stack.server.process.pid), "--format", "raw"]
+    # --gil: only the thread holding the GIL, i.e. where the CPU time goes.
+    argv += ["--rate", "200", "--gil", "--nonblocking", "--output", str(output)]
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches (blocking the loop of the events round: before timing)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print(f"profile: {output}")
 
 
 # -- 1. events: SSE clients on streaming sessions ---------------------------------------------
@@ -331,10 +368,13 @@ async def events_round(stack: Stack, clients: int, sessions: int) -> dict[str, A
 
     gc.collect()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu = cpu_seconds(stack.server.process.pid)
     started = time.perf_counter()
-    await _prompt_all(stack, session_ids, "Work through the steps.")
-    await _wait_done(monitor, session_ids, 2)
+    with profiled(stack, f"events-{'sqlite' if stack.db.is_sqlite else 'postgresql'}"):
+        await _prompt_all(stack, session_ids, "Work through the steps.")
+        await _wait_done(monitor, session_ids, 2)
     runs_seconds = time.perf_counter() - started
+    server_cpu = cpu_seconds(stack.server.process.pid) - server_cpu
     final = await asyncio.to_thread(_last_seqs, messages, session_ids)
     for reader in readers:
         reader.targets = final
@@ -373,6 +413,7 @@ async def events_round(stack: Stack, clients: int, sessions: int) -> dict[str, A
         "runs_s": round(runs_seconds, 3),
         "messages_per_s": round(stored / runs_seconds, 1),
         "deliveries_per_s": round(len(latencies) / delivered_seconds, 1),
+        "server_cpu_s": round(server_cpu, 2),
         "client_cpu_s": round(
             cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime,
             2,
@@ -451,11 +492,33 @@ def _timed_gets(client: httpx.Client, urls: list[str]) -> list[float]:
     return timings
 
 
-def _measure(client: httpx.Client, cases: dict[str, list[str]]) -> dict[str, Any]:
-    """Each case's URLs once as a warm-up, then timed; cases interleaved in random order."""
-    for urls in cases.values():
-        _timed_gets(client, urls[:20])
-    return {name: Summary.of(_timed_gets(client, urls)).as_ms() for name, urls in cases.items()}
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(stack: Stack, cases: dict[str, list[str]]) -> dict[str, Any]:
+    """Each case: 20 requests to warm up, then every URL in turn, one request at a time on a
+    kept-alive connection. Besides the latencies, the server's CPU time per request, which
+    other work on the machine does not inflate."""
+    pid = stack.server.process.pid
+    idle = cpu_seconds(pid)
+    time.sleep(2.0)
+    results: dict[str, Any] = {
+        "server_idle_cpu_ms_per_s": round((cpu_seconds(pid) - idle) * 500, 2)
+    }
+    with stack.client() as client:
+        for name, urls in cases.items():
+            _timed_gets(client, urls[:20])
+            cpu = cpu_seconds(pid)
+            timings = _timed_gets(client, urls)
+            cpu = cpu_seconds(pid) - cpu
+            results[name] = {
+                **Summary.of(timings).as_ms(),
+                "server_cpu_ms_per_request": round(cpu / len(urls) * 1000, 3),
+            }
+    return results
 
 
 def run_page(backend: str, count: int, requests: int) -> dict[str, Any]:
@@ -489,8 +552,9 @@ def run_page(backend: str, count: int, requests: int) -> dict[str, Any]:
         }
         with stack.client() as client:
             page = client.get(cases["after_cursor"][0]).json()
-            assert len(page["messages"]) > 0 and page["pagination"]["hasNextPage"]
-            results = _measure(client, cases)
+        assert len(page["messages"]) > 0 and page["pagination"]["hasNextPage"]
+        with profiled(stack, f"page-{backend}"):
+            results = _measure(stack, cases)
     return {
         "messages_in_session": len(ids),
         "requests_per_case": requests,
@@ -557,8 +621,9 @@ def run_list(backend: str, count: int, requests: int) -> dict[str, Any]:
         }
         with stack.client() as client:
             listed = client.get("/api/sessions").json()
-            assert listed["total"] == count, listed["total"]
-            results = _measure(client, cases)
+        assert listed["total"] == count, listed["total"]
+        with profiled(stack, f"list-{backend}"):
+            results = _measure(stack, cases)
     return {
         "sessions_in_database": count,
         "requests_per_case": requests,
@@ -576,15 +641,17 @@ def _print_events(backend: str, result: dict[str, Any]) -> None:
         f"| {backend} | {result['clients']} | {result['sessions']} | {result['messages_stored']} "
         f"| {result['deliveries']} | {lat['p50']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} "
         f"| {result['lost']} / {result['duplicated']} / {result['out_of_order']} "
-        f"| {result['messages_per_s']} | {result['client_cpu_s']} |"
+        f"| {result['messages_per_s']} | {result['server_cpu_s']} | {result['client_cpu_s']} |"
     )
 
 
 def _print_requests(backend: str, result: dict[str, Any]) -> None:
     for name, lat in result["latency_ms"].items():
+        if not isinstance(lat, dict):
+            continue
         print(
             f"| {backend} | {name} | {lat['count']} | {lat['p50']:.2f} | {lat['p99']:.2f} "
-            f"| {lat['max']:.2f} |"
+            f"| {lat['max']:.2f} | {lat['server_cpu_ms_per_request']:.2f} |"
         )
 
 
@@ -594,13 +661,18 @@ def main() -> None:
     parser.add_argument("--db", choices=[*BACKENDS, "all"], default="all")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--blocks", type=int, default=60, help="text blocks per streamed reply")
-    parser.add_argument("--block-delay", type=float, default=0.1, help="seconds between blocks")
+    parser.add_argument("--blocks", type=int, default=20, help="text blocks per streamed reply")
+    parser.add_argument("--block-delay", type=float, default=0.5, help="seconds between blocks")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--session-rows", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy the server while timed (into DIR)"
+    )
     args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile
     if not (1 <= args.sessions <= 64 and args.clients >= 2 and args.blocks >= 1):
         parser.error("--sessions 1..64, --clients ≥ 2, --blocks ≥ 1")
     if args.messages < 200 or args.session_rows < 40 or args.requests < 1:
@@ -621,11 +693,15 @@ def main() -> None:
         if part == "events":
             print(
                 "| db | clients | sessions | messages | deliveries | p50 ms | p99 ms | max ms "
-                "| lost / dup / out of order | messages/s | client CPU s |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|"
+                "| lost / dup / out of order | messages/s | server CPU s | client CPU s |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"
             )
         else:
-            print(f"\n{part}:\n| db | case | n | p50 ms | p99 ms | max ms |\n" + "|---" * 6 + "|")
+            print(
+                f"\n{part}:\n| db | case | n | p50 ms | p99 ms | max ms | server CPU ms/request |\n"
+                + "|---" * 7
+                + "|"
+            )
         for backend, result in results.items():
             (_print_events if part == "events" else _print_requests)(backend, result)
             if not args.no_write:
