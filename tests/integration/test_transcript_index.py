@@ -273,3 +273,24 @@ def test_a_file_vanishing_before_it_is_read_is_skipped(
 ) -> None:
     summary = TranscriptIndexer(db, config_dir).scan([transcript])
     assert (summary.files_skipped, summary.messages_imported) == (1, 0)
+
+
+def test_nul_characters_from_a_tools_binary_output_are_stored_as_replacement_characters(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    # PostgreSQL text and jsonb cannot hold NUL: both backends store U+FFFD instead.
+    binary = [{"type": "tool_result", "tool_use_id": "t1", "content": "ELF\u0000\u0001"}]
+    transcript.write_bytes(
+        prompt("Show \u0000 the binary") + line("user", binary) + reply("It is an ELF file")
+    )
+    summary = TranscriptIndexer(db, config_dir).scan()
+    assert (summary.messages_imported, summary.lines_skipped) == (3, 0)
+    rows = stored(db)
+    assert [m.text for m in rows] == [
+        "Show \ufffd the binary",
+        "ELF\ufffd\u0001",
+        "It is an ELF file",
+    ]
+    assert rows[1].raw is not None
+    assert rows[1].raw["message"]["content"][0]["content"] == "ELF\ufffd\u0001"
+    assert the_session(db).title == "Show \ufffd the binary"

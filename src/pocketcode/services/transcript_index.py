@@ -49,6 +49,7 @@ from pocketcode.services.messages import NewMessage
 from pocketcode.services.pricing import Price, PricingService, TokenUsage, compute_cost
 from pocketcode.services.sessions import claude_config_dir
 from pocketcode.services.transcript_store import (
+    NUL_REPLACEMENT,
     RawMessage,
     raw_json_of,
     statement_for,
@@ -478,7 +479,8 @@ class TranscriptIndexer:
         if not messages:
             return
         if chunk.title is None:
-            chunk.title = prompt_title(line)
+            title = prompt_title(line)
+            chunk.title = title.replace("\x00", NUL_REPLACEMENT) if title else None
         stamp = parse_timestamp(line.get("timestamp"))
         if stamp is not None:
             chunk.first_at = chunk.first_at or stamp

@@ -81,6 +81,7 @@ _BUMP_SEQ_USER = (
     .values(**_COUNTERS, last_message_sent_at=sa.bindparam("now", type_=UTCDateTime()))
     .returning(SessionRow.last_message_index)
 )
+NUL_REPLACEMENT = "\ufffd"
 # Lookups of stored uuids go in slices: SQLite allows 32,766 variables per statement.
 _LOOKUP_SLICE = 5000
 
@@ -101,9 +102,23 @@ def raw_json_of(message: NewMessage, line: dict[str, Any], line_bytes: bytes) ->
     own bytes when the raw is the whole line, so it is never serialised again."""
     if message.raw is None:
         return None
+    if b"\\u0000" in line_bytes:
+        # PostgreSQL text and jsonb cannot hold NUL (a tool's binary output): both databases
+        # store U+FFFD instead.
+        return orjson.dumps(_without_nul(message.raw)).decode()
     if message.raw is line:
         return line_bytes.rstrip(b"\r\n").decode()
     return orjson.dumps(message.raw).decode()
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 class Statement:
@@ -133,6 +148,8 @@ class Statement:
     def prepare(self, message: NewMessage, raw_json: str | None) -> RawMessage:
         """The message with its row (built where the lines are read, off the writer)."""
         message_id = uuid.uuid4()
+        if "\x00" in message.text:
+            message.text = message.text.replace("\x00", NUL_REPLACEMENT)
         row: list[Any] = [self.bound("id", message_id), None, None]
         for name, process in self._fields:
             value = getattr(message, name)
