@@ -308,6 +308,35 @@ def test_reload_mid_run_shows_every_message_exactly_once(
     expect(page.get_by_label("Turn usage")).to_have_count(1)
 
 
+def test_a_dropped_connection_shows_the_indicator_and_resumes_without_loss(
+    page: Page, stack: BrowserStack, api: Api
+) -> None:
+    session_id = api.new_session()
+    stack.model.add_turns(
+        slow("Part one, " + "streaming along " * 30 + "END-ONE.", 0.05, chunk_chars=8)
+        + tool_use("Bash", {"command": "echo while-offline", "description": "Offline"}),
+        text("After the outage: END-TWO."),
+    )
+    open_chat(page, session_id)
+    send(page, "Keep going while I drop off")
+    expect(page.locator(".msg.assistant.draft")).to_contain_text("Part one", timeout=RUN_SECONDS)
+
+    page.context.set_offline(True)
+    indicator = page.get_by_role("status").filter(has_text="Reconnecting")
+    expect(indicator).to_be_visible(timeout=20_000)
+    page.wait_for_timeout(4000)  # the run goes on meanwhile
+    page.context.set_offline(False)
+    expect(indicator).to_be_hidden(timeout=20_000)
+
+    expect(page.get_by_text("After the outage: END-TWO.")).to_be_visible(timeout=RUN_SECONDS)
+    wait_idle(page)
+    seqs = page.locator("[data-seq]").evaluate_all("els => els.map(e => e.dataset.seq)")
+    assert len(seqs) == len(set(seqs)), Counter(seqs)
+    expect(page.locator(".msg.assistant", has_text="END-ONE.")).to_have_count(1)
+    expect(page.locator('section.tool[data-tool="Bash"] .output')).to_have_text("while-offline")
+    expect(page.locator(".msg.user")).to_have_count(1)
+
+
 def test_model_output_with_html_and_javascript_links_never_runs(
     page: Page, stack: BrowserStack, api: Api
 ) -> None:

@@ -442,8 +442,11 @@ export function chatView(main, sessionId, { connection }) {
     if (st.closed) return;
     const source = new EventSource(withQuery(`${base}/events`, { after: st.lastSeq }));
     st.source = source;
+    lastHeard = Date.now();
     const on = (type, fn) =>
       source.addEventListener(type, (event) => {
+        if (source !== st.source) return; // a stream this view replaced
+        lastHeard = Date.now();
         let data;
         try {
           data = JSON.parse(event.data);
@@ -452,17 +455,17 @@ export function chatView(main, sessionId, { connection }) {
         }
         fn(data);
       });
-    source.addEventListener("open", () => connection.set("live"));
+    source.addEventListener("open", () => {
+      lastHeard = Date.now();
+      connection.set("live");
+    });
     source.addEventListener("error", () => {
-      if (st.closed) return;
+      if (st.closed || source !== st.source) return;
       connection.set("reconnecting");
       if (source.readyState === EventSource.CLOSED) {
         // The browser gave up (an HTTP error answer): open a new stream from our cursor.
         clearTimeout(st.retryTimer);
-        st.retryTimer = setTimeout(() => {
-          refreshSession();
-          connect();
-        }, 2000);
+        st.retryTimer = setTimeout(reconnectNow, 2000);
       }
     });
     on("message", onMessage);
@@ -490,9 +493,43 @@ export function chatView(main, sessionId, { connection }) {
     on("heartbeat", () => connection.set("live"));
   }
 
+  // A phone that sleeps or loses the network may keep a dead connection open without an
+  // error: the server sends a heartbeat every 15 s, so a stream silent for longer than
+  // STALE_MS is replaced, and so is one the browser reports offline.
+  const STALE_MS = 40_000;
+  let lastHeard = Date.now();
+  function reconnectNow() {
+    if (st.closed) return;
+    clearTimeout(st.retryTimer);
+    if (st.source) st.source.close();
+    // Deltas sent while away are lost: the stored messages replace the partial text.
+    dropAllDrafts();
+    connection.set("reconnecting");
+    refreshSession();
+    connect();
+  }
+  const onOffline = () => {
+    if (st.source) st.source.close();
+    connection.set("reconnecting");
+  };
+  const onOnline = () => reconnectNow();
+  const onVisible = () => {
+    if (document.visibilityState === "visible" && Date.now() - lastHeard > STALE_MS) reconnectNow();
+  };
+  window.addEventListener("offline", onOffline);
+  window.addEventListener("online", onOnline);
+  document.addEventListener("visibilitychange", onVisible);
+  const watchdog = setInterval(() => {
+    if (navigator.onLine && Date.now() - lastHeard > STALE_MS) reconnectNow();
+  }, 5000);
+
   function close() {
     st.closed = true;
     clearTimeout(st.retryTimer);
+    clearInterval(watchdog);
+    window.removeEventListener("offline", onOffline);
+    window.removeEventListener("online", onOnline);
+    document.removeEventListener("visibilitychange", onVisible);
     if (st.source) st.source.close();
     connection.set("off");
   }
