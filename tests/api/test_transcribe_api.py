@@ -126,6 +126,20 @@ def test_size_limit_empty_and_malformed_uploads(
     configure(api, fake.base_url)
     too_big = upload(api, b"\x00" * (MAX_AUDIO_BYTES + 1))
     assert "25 MB" in error(too_big, 413, "FILE_TOO_LARGE")
+    # Refused from its Content-Length alone, before any of it is parsed.
+    oversized = api.post(
+        "/api/transcribe",
+        content=b"x" * (MAX_AUDIO_BYTES + 100_000),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    error(oversized, 413, "FILE_TOO_LARGE")
+    # A chunked upload of unknown size is refused.
+    chunked = api.post(
+        "/api/transcribe",
+        content=iter([b"--x\r\n", b"--x--\r\n"]),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    error(chunked, 411, "LENGTH_REQUIRED")
     error(upload(api, b""), 422, "VALIDATION_ERROR")
     error(api.post("/api/transcribe", files={"audio": ("a.webm", b"x")}), 422, "VALIDATION_ERROR")
     error(api.post("/api/transcribe", json={"file": "aGVsbG8="}), 422, "VALIDATION_ERROR")
