@@ -70,7 +70,7 @@ INDEX_MAX_LINE_BYTES = 4 * 1024 * 1024
 """Longer lines (pasted images, huge tool outputs) are skipped and counted: parsing one costs
 many times its size in memory."""
 _FLUSH_MESSAGES = 2000
-_FLUSH_BYTES = 16 * 1024 * 1024
+_FLUSH_BYTES = 8 * 1024 * 1024
 
 ScanProgress = Callable[[Path, int, int], None]
 """Called after each file with (file, files done, files total)."""
@@ -222,7 +222,7 @@ class _Writer:
     database works, so on two cores parsing and storing overlap. At most `depth` pieces of
     work wait (each holds at most one flush of messages), which bounds the memory."""
 
-    def __init__(self, depth: int = 2) -> None:
+    def __init__(self, depth: int = 1) -> None:
         self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="transcript-writer", daemon=True)
