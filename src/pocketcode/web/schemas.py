@@ -37,28 +37,44 @@ from pocketcode.services.projects import SourceType
 from pocketcode.services.sessions import TITLE_MAX_CHARS
 from pocketcode.web.security import is_public
 
+UNSTORABLE_TEXT = "text in the request must not contain NUL characters or lone surrogates"
 
-def _holds_nul(value: Any) -> bool:
+
+def _is_storable(text: str) -> bool:
+    """No NUL and no lone surrogate (JSON's `\\ud800` decodes to one): PostgreSQL can store
+    neither, so such text would fail there (and not on SQLite) instead of being refused."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _holds_unstorable_text(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return not _is_storable(value)
     if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+        return any(
+            _holds_unstorable_text(key) or _holds_unstorable_text(item)
+            for key, item in value.items()
+        )
     if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+        return any(_holds_unstorable_text(item) for item in value)
     return False
 
 
 class Body(BaseModel):
-    """A request body. No text in it may hold a NUL character: PostgreSQL cannot store one,
-    so such a request would fail there (and not on SQLite) instead of being refused. The
-    refusal is the services' own for NUL (400 INVALID_INPUT): pydantic lets a non-ValueError
-    through to the app's error handler."""
+    """A request body, whose text (free-form metadata included) must be storable on both
+    backends. The refusal is the services' own for NUL (400 INVALID_INPUT): pydantic lets an
+    exception that is not a ValueError through to the app's error handler."""
 
     @model_validator(mode="before")
     @classmethod
-    def _refuse_nul(cls, data: Any) -> Any:
-        if _holds_nul(data):
-            raise InvalidInput("text in the request must not contain NUL characters")
+    def _refuse_unstorable_text(cls, data: Any) -> Any:
+        if _holds_unstorable_text(data):
+            raise InvalidInput(UNSTORABLE_TEXT)
         return data
 
 
