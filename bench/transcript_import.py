@@ -68,7 +68,7 @@ def child_scan(url: str, config_dir: Path) -> None:
 
     db = Database(create_db_engine(url, pool_size=5))
     imported = time.perf_counter()
-    summary = TranscriptIndexer(db, config_dir).scan()
+    summary = TranscriptIndexer(db, config_dir).scan(pause_gc=True)  # as `pocketcode import`
     done = time.perf_counter()
     db.dispose()
     usage = resource.getrusage(resource.RUSAGE_SELF)

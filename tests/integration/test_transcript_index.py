@@ -18,6 +18,7 @@ from pocketcode.domain.states import MessageType, Provider
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.sessions import SessionService
 from pocketcode.services.transcript_index import TranscriptIndexer
+from tests.helpers import run_cli
 
 SID = "11111111-2222-3333-4444-555555555555"
 CWD = "/home/dev/my_project.v2"
@@ -294,3 +295,29 @@ def test_nul_characters_from_a_tools_binary_output_are_stored_as_replacement_cha
     assert rows[1].raw is not None
     assert rows[1].raw["message"]["content"][0]["content"] == "ELF\ufffd\u0001"
     assert the_session(db).title == "Show \ufffd the binary"
+
+
+def summary_counts(out: str) -> dict[str, str]:
+    """The rows of the import summary table: label → count."""
+    rows = [row.split("│") for row in out.splitlines() if row.count("│") == 3]
+    return {" ".join(cells[1].split()): cells[2].strip() for cells in rows}
+
+
+def test_the_import_command_prints_a_summary_and_reads_nothing_twice(
+    config_dir: Path,
+    transcript: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POCKETCODE_DATABASE_URL", f"sqlite:///{config_dir.parent / 'cli.db'}")
+    transcript.write_bytes(prompt("Imported from the terminal") + reply("Hello") + b"{broken\n")
+    code, out, _ = run_cli(capsys, "import", str(config_dir))
+    assert code == 0
+    counts = summary_counts(out)
+    assert counts["sessions new"] == "1" and counts["messages imported"] == "2"
+    assert counts["lines skipped"] == "1"
+    code, out, _ = run_cli(capsys, "import", str(config_dir))
+    counts = summary_counts(out)
+    assert (counts["files unchanged"], counts["messages imported"]) == ("1", "0")
+    code, out, _ = run_cli(capsys, "sessions", "list")
+    assert code == 0 and "Sessions (1 of 1)" in out and "Imported" in out

@@ -61,7 +61,7 @@ def import_transcripts(
             def advance(current: Path, done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total, name=current.name[:40])
 
-            summary = indexer.scan(files, progress=advance)
+            summary = indexer.scan(files, progress=advance, pause_gc=True)
 
     table = Table(title="Import summary", show_header=False)
     table.add_column("what")

@@ -295,10 +295,13 @@ class TranscriptIndexer:
         progress: ScanProgress | None = None,
         *,
         keep_messages: bool = False,
+        pause_gc: bool = False,
     ) -> ScanSummary:
         """Index the given transcript files, or every file under the config dir's
         `projects/` (then files that disappeared are marked gone). With `keep_messages` the
-        summary lists the messages stored (the live watcher publishes them)."""
+        summary lists the messages stored (the live watcher publishes them). `pause_gc` turns
+        the cyclic garbage collector off during the scan: for `pocketcode import`, not for a
+        server, whose other work needs it."""
         whole_tree = paths is None
         files = (
             transcript_files(self.root) if paths is None else _scan_order(Path(p) for p in paths)
@@ -310,8 +313,9 @@ class TranscriptIndexer:
         writer = _Writer()
         # A scan makes millions of short-lived objects and few cycles: the cyclic collector
         # would walk the whole heap again and again (a fifth of an import's time).
-        collecting = gc.isenabled()
-        gc.disable()
+        collecting = pause_gc and gc.isenabled()
+        if collecting:
+            gc.disable()
         try:
             for index, path in enumerate(files):
                 seen.add(str(path))

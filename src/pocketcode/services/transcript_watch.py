@@ -111,7 +111,7 @@ class TranscriptWatcher:
         self._task: asyncio.Task[None] | None = None
         self._watching = asyncio.Event()
         self.scans = 0
-        """Scans done (the first full one included): lets tests wait for a quiet watcher."""
+        """Scans done, the catch-up one included."""
 
     async def start(self) -> None:
         if self._task is None:
