@@ -232,6 +232,11 @@ def test_text_postgresql_cannot_store_is_refused_on_both_backends(
             "code": "INVALID_INPUT",
             "statusCode": 400,
         }
+    # Deeper than the check's limit, not than Python's stack: that once was a 500 too.
+    deep = json.loads('{"metadata": {"a": ' + "[" * 500 + "]" * 500 + "}}")
+    response = api.patch(f"/api/sessions/{session_id}", json=deep)
+    assert response.status_code == 400, response.text
+    assert "deeper than" in response.json()["error"]
     # PokéCode's connect reads its body itself: what Python's parser chokes on is a 400 too.
     for raw in (b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe", b'{"device_id": "\\ud800"}'):
         response = api.post("/api/connect", content=raw, headers=JSON)

@@ -38,6 +38,7 @@ from pocketcode.services.sessions import TITLE_MAX_CHARS
 from pocketcode.web.security import is_public
 
 UNSTORABLE_TEXT = "text in the request must not contain NUL characters or lone surrogates"
+MAX_NESTING = 32
 
 
 def _is_storable(text: str) -> bool:
@@ -52,17 +53,21 @@ def _is_storable(text: str) -> bool:
     return True
 
 
-def _holds_unstorable_text(value: Any) -> bool:
-    if isinstance(value, str):
-        return not _is_storable(value)
-    if isinstance(value, dict):
-        return any(
-            _holds_unstorable_text(key) or _holds_unstorable_text(item)
-            for key, item in value.items()
-        )
-    if isinstance(value, list):
-        return any(_holds_unstorable_text(item) for item in value)
-    return False
+def _unstorable(data: Any) -> str | None:
+    """Why a request body cannot be stored, or None. A loop, not recursion: free-form JSON
+    (metadata) may nest deeper than Python's stack."""
+    pending: list[tuple[Any, int]] = [(data, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if not _is_storable(value):
+                return UNSTORABLE_TEXT
+        elif isinstance(value, dict | list):
+            if depth >= MAX_NESTING:
+                return f"the request nests JSON deeper than {MAX_NESTING} levels"
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+    return None
 
 
 class Body(BaseModel):
@@ -73,8 +78,9 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_unstorable_text(cls, data: Any) -> Any:
-        if _holds_unstorable_text(data):
-            raise InvalidInput(UNSTORABLE_TEXT)
+        problem = _unstorable(data)
+        if problem is not None:
+            raise InvalidInput(problem)
         return data
 
 
