@@ -104,7 +104,7 @@ def run_scan(url: str, config_dir: Path, profile: Path | None = None) -> dict[st
             *argv,
         ]
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"scan failed: {done.stderr[-3000:]}")
