@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import time
 import uuid
@@ -540,19 +539,22 @@ def test_the_launcher_starts_a_new_session_with_only_the_kept_variables(
     assert write_launcher(tmp_path / "work", probe) == launcher  # written once
 
 
-def test_the_launcher_adds_little_to_start_up(tmp_path: Path) -> None:
-    launcher = write_launcher(tmp_path / "work", Path("/bin/true"))
+def test_the_launcher_becomes_the_cli_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    """The launcher filters the environment and then execs: the CLI runs as the very process
+    the SDK started (its pid, which cancel and recovery record and signal), with no shell or
+    Python left waiting in between. (Its start-up cost is measured in bench/, not here.)"""
+    target = tmp_path / "fake-cli"
+    target.write_text('#!/bin/sh\necho "$$ $*"\n')
+    target.chmod(0o700)
+    launcher = write_launcher(tmp_path / "work", target)
 
-    def median_ms(argv: list[str]) -> float:
-        times = []
-        for _ in range(15):
-            started = time.perf_counter()
-            subprocess.run(argv, check=True, timeout=10)
-            times.append((time.perf_counter() - started) * 1000)
-        return statistics.median(times)
+    process = subprocess.Popen(
+        [str(launcher), "--print", "two words"], stdout=subprocess.PIPE, text=True
+    )
+    out, _ = process.communicate(timeout=30)
 
-    overhead = median_ms([str(launcher)]) - median_ms(["/bin/true"])
-    assert overhead < 50, f"the launcher adds {overhead:.1f} ms"
+    assert process.returncode == 0
+    assert out.split(" ", 1) == [str(process.pid), "--print two words\n"]
 
 
 # --- process helpers -------------------------------------------------------------------------
