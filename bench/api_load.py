@@ -52,6 +52,7 @@ import sqlalchemy as sa
 from _common import BACKENDS, Summary, migrated_database, write_result
 from event_pipeline import make_lines
 
+import pocketcode
 from pocketcode.agents.claude_code import LineContext, events_for_line
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow
@@ -264,15 +265,20 @@ class SseClient:
 
 def fake_model_script(sessions: int, blocks: int, block_delay: float) -> dict[str, Any]:
     """One short warm-up turn per session (starts its CLI), then one long reply per session:
-    `blocks` text blocks, each sent as one delta after `block_delay` seconds."""
+    `blocks` text blocks, each sent as one delta after a pause. The pauses differ per session
+    (±20 % around `block_delay`), so the sessions drift apart like independent runs instead of
+    storing their messages in the same instant, tick after tick."""
     warm_up = [{"type": "text", "text": "Ready."} for _ in range(sessions)]
-    long_reply = {
-        "type": "reply",
-        "blocks": [{"type": "text", "text": f"Step {i}. {FILLER}"} for i in range(blocks)],
-        "chunk_delay": block_delay,
-        "chunk_chars": 100_000,
-    }
-    return {"turns": [*warm_up, *([long_reply] * sessions)]}
+    replies = [
+        {
+            "type": "reply",
+            "blocks": [{"type": "text", "text": f"Step {i}. {FILLER}"} for i in range(blocks)],
+            "chunk_delay": block_delay * (0.8 + 0.4 * index / max(1, sessions - 1)),
+            "chunk_chars": 100_000,
+        }
+        for index in range(sessions)
+    ]
+    return {"turns": [*warm_up, *replies]}
 
 
 @contextlib.contextmanager
@@ -718,16 +724,22 @@ def main() -> None:
 
 
 def _commit() -> str:
+    """The commit of the pocketcode that was measured (the tree its package is imported from,
+    which PYTHONPATH may point to), "+dirty" when its src/ has uncommitted changes."""
+    tree = Path(pocketcode.__file__).resolve().parents[2]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
+        head, status = (
+            subprocess.run(
+                ["git", *argv],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+                cwd=tree,
+            ).stdout.strip()
+            for argv in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "src"])
         )
-        return out.stdout.strip() or "unknown"
+        return (head or "unknown") + ("+dirty" if status else "")
     return "unknown"
 
 
