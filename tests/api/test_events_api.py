@@ -417,6 +417,7 @@ async def _reconnecting_reader(
     rng: random.Random,
     done: asyncio.Event,
     reconnects: int,
+    connected: asyncio.Event,
 ) -> tuple[list[tuple[str, int]], int, int]:
     """Connect, drop the connection after a random number of frames or a random time,
     reconnect with the last id seen; keep going until the run is done and `reconnects` were
@@ -445,6 +446,7 @@ async def _reconnecting_reader(
                 if cursor is None:
                     for item in await read_until(response, lambda item: item.id is not None):
                         take(item)
+                connected.set()
                 with anyio.move_on_after(rng.random() * 0.1):
                     async for item in frames(response):
                         take(item)
@@ -472,14 +474,22 @@ async def test_readers_dropped_and_reconnecting_get_every_message_once_in_order(
     async with serve(settings, db, stack.bus, runtime, heartbeat_interval=0.02) as served:
         rng = random.Random(4)
         session_path = f"/api/sessions/{stack.session_id}/events"
+        connected = [asyncio.Event(), asyncio.Event()]
         readers = [
             # The session's reader fetched its (empty) list of messages first: `after` 0.
             asyncio.create_task(
-                _reconnecting_reader(served, session_path + "?after=0", None, rng, done, 200)
+                _reconnecting_reader(
+                    served, session_path + "?after=0", None, rng, done, 200, connected[0]
+                )
             ),
-            asyncio.create_task(_reconnecting_reader(served, "/api/events", None, rng, done, 200)),
+            # The stream of everything starts from now: it must be open before the run starts.
+            asyncio.create_task(
+                _reconnecting_reader(served, "/api/events", None, rng, done, 200, connected[1])
+            ),
         ]
-        await asyncio.sleep(0.2)  # the readers are connected before the run starts
+        with anyio.fail_after(30):
+            for event in connected:
+                await event.wait()
         job, _ = await stack.run("Do the steps", seconds=60)
         done.set()
         results = await asyncio.gather(*readers)
