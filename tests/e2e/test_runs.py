@@ -62,6 +62,15 @@ async def test_an_answer_is_stored_and_streamed_in_order(run_stack: StartStack) 
     assert session.total_cost_usd > Decimal(0)
     assert job.cost_usd == session.total_cost_usd
     assert job.cli_cost_usd is not None and job.cli_cost_usd > 0
+    # A live screen ends the run showing what a reload would: tokens and cost together.
+    last_state = [event for event in events if event.type == "state"][-1].data
+    assert last_state["tokens"] == {
+        "input": session.input_tokens,
+        "output": session.output_tokens,
+        "cacheCreation": session.cache_creation_tokens,
+        "cacheRead": session.cache_read_tokens,
+    }
+    assert last_state["totalCostUsd"] == float(session.total_cost_usd)
 
 
 async def test_tools_really_change_the_project(run_stack: StartStack) -> None:

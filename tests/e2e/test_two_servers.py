@@ -104,7 +104,10 @@ def test_two_servers_run_each_prompt_once(
         # No wake-up sent: the servers find the prompts by their poll fallback.
         deadline = time.monotonic() + 90
         while not all(jobs.get(job_id).status is JobStatus.COMPLETED for job_id in queued):
-            assert time.monotonic() < deadline, [jobs.get(job_id).status for job_id in queued]
+            rows = [jobs.get(job_id) for job_id in queued]
+            failed = [(row.error_code, row.error) for row in rows if row.status is JobStatus.FAILED]
+            assert not failed, failed
+            assert time.monotonic() < deadline, [row.status for row in rows]
             time.sleep(0.2)
     finally:
         for server in servers:

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import MessageRow
+from pocketcode.db.tables import MessageRow, SessionRow
 from pocketcode.domain.errors import OperationFailed
 from pocketcode.domain.timefmt import iso_z
 
@@ -88,6 +88,33 @@ def resync_event(session_id: uuid.UUID, reason: str) -> Event:
 
 def _money(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
+
+
+def session_state_event(row: SessionRow, pending_permissions: int) -> Event:
+    """A session's "state" event: what a screen shows of it besides its messages (the run
+    manager publishes it as a run moves, the transcript watcher when a terminal writes)."""
+    return Event(
+        row.id,
+        "state",
+        None,
+        {
+            "isWorking": row.is_working,
+            "processStatus": row.process_status.value,
+            "currentJobId": str(row.current_job_id) if row.current_job_id else None,
+            "lastJobStatus": row.last_job_status.value if row.last_job_status else None,
+            "pendingPermissions": pending_permissions,
+            "turnCount": row.turn_count,
+            "messageCount": row.message_count,
+            "tokens": {
+                "input": int(row.input_tokens),
+                "output": int(row.output_tokens),
+                "cacheCreation": int(row.cache_creation_tokens),
+                "cacheRead": int(row.cache_read_tokens),
+            },
+            # A JSON number, as in the REST API.
+            "totalCostUsd": float(row.total_cost_usd),
+        },
+    )
 
 
 def message_event(row: MessageRow) -> Event:

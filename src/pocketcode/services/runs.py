@@ -56,7 +56,7 @@ from pocketcode.domain.states import (
     PermissionMode,
     ProcessStatus,
 )
-from pocketcode.services.events import Event, EventBus, message_event
+from pocketcode.services.events import Event, EventBus, message_event, session_state_event
 from pocketcode.services.jobs import JobService
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.permissions import PermissionEvent, PermissionService
@@ -658,24 +658,7 @@ class RunManager:
     async def _publish_state(self, session_id: uuid.UUID) -> None:
         row = await anyio.to_thread.run_sync(self.sessions.get, session_id)
         pending = await anyio.to_thread.run_sync(self.permissions.pending, session_id)
-        await self.bus.publish(
-            Event(
-                session_id,
-                "state",
-                None,
-                {
-                    "isWorking": row.is_working,
-                    "processStatus": row.process_status.value,
-                    "currentJobId": str(row.current_job_id) if row.current_job_id else None,
-                    "lastJobStatus": row.last_job_status.value if row.last_job_status else None,
-                    "pendingPermissions": len(pending),
-                    "turnCount": row.turn_count,
-                    "messageCount": row.message_count,
-                    # A JSON number, as in the REST API.
-                    "totalCostUsd": float(row.total_cost_usd),
-                },
-            )
-        )
+        await self.bus.publish(session_state_event(row, len(pending)))
 
     async def _publish_queue(self, session_id: uuid.UUID) -> None:
         queue = await anyio.to_thread.run_sync(self.jobs.list_queue, session_id)

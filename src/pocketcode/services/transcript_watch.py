@@ -35,7 +35,7 @@ import watchfiles
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow
-from pocketcode.services.events import Event, EventBus, message_event
+from pocketcode.services.events import Event, EventBus, message_event, session_state_event
 from pocketcode.services.transcript_index import (
     ScanSummary,
     TranscriptIndexer,
@@ -46,26 +46,6 @@ log = logging.getLogger(__name__)
 
 PendingPermissions = Callable[[uuid.UUID], int]
 """How many permission requests of a session wait for an answer (for its "state" event)."""
-
-
-def session_state_event(row: SessionRow, pending_permissions: int) -> Event:
-    """The "state" event of a session, in the shape the run manager publishes."""
-    return Event(
-        row.id,
-        "state",
-        None,
-        {
-            "isWorking": row.is_working,
-            "processStatus": row.process_status.value,
-            "currentJobId": str(row.current_job_id) if row.current_job_id else None,
-            "lastJobStatus": row.last_job_status.value if row.last_job_status else None,
-            "pendingPermissions": pending_permissions,
-            "turnCount": row.turn_count,
-            "messageCount": row.message_count,
-            # A JSON number, as in the REST API.
-            "totalCostUsd": float(row.total_cost_usd),
-        },
-    )
 
 
 def _is_wanted(change: watchfiles.Change, path: str) -> bool:
