@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import string
 import threading
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
+from pocketcode.devtools.loopback import LoopbackServer
 from pocketcode.domain.errors import InvalidInput
 
 EXHAUSTED_TEXT = "(fake model: script exhausted)"
@@ -717,12 +717,14 @@ async def _malformed(body: Any) -> AsyncIterator[bytes]:
     yield b"\n\nevent: content_block_delta\ndata: }}not json{{\n\n"
 
 
-class FakeModelServer:
+class FakeModelServer(LoopbackServer):
     """The fake API served by uvicorn in a background thread, on 127.0.0.1 only.
 
     `requests` lists every request received, in order; `add_turns` appends to the script while
     the server runs. Use it as a context manager, or call `start()` and `stop()`.
     """
+
+    _name = "fake model"
 
     def __init__(
         self,
@@ -736,16 +738,7 @@ class FakeModelServer:
         elif not isinstance(script, Script):
             script = Script(turns=list(script))
         self._state = _State(script, on_request)
-        self._requested_port = port
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._server: Any = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake model server is not started")
-        return self._port
+        super().__init__(port=port)
 
     @property
     def base_url(self) -> str:
@@ -769,52 +762,11 @@ class FakeModelServer:
         with self._state.lock:
             (self._state.subagent_turns if subagent else self._state.turns).extend(turns)
 
-    def start(self) -> FakeModelServer:
-        import uvicorn
+    def _app(self) -> Any:
+        return _create_app(self._state)
 
-        if self._thread is not None:
-            raise RuntimeError("the fake model server is already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._requested_port))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            _create_app(self._state),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-model", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                sock.close()
-                raise RuntimeError("the fake model server did not start")
-            time.sleep(0.01)
-        sock.close()  # uvicorn listens on its own duplicate of the socket
-        return self
-
-    def stop(self) -> None:
-        """Stop serving: open streams end at once, the thread is joined."""
-        if self._thread is None:
-            return
+    def _on_stop(self) -> None:
         self._state.stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():
-            raise RuntimeError("the fake model server thread did not stop")
-        self._thread = None
-
-    def __enter__(self) -> FakeModelServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # --- running the real CLI against it -------------------------------------------------------

@@ -14,13 +14,14 @@ Served by uvicorn in a background thread on 127.0.0.1, on a free port unless one
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pocketcode.devtools.loopback import LoopbackServer
 
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 _MAX_ECHO_CHARS = 2000
@@ -126,9 +127,11 @@ def _create_app(state: _State, on_request: Callable[[TranscriptionRequest], None
     )
 
 
-class FakeTranscriptionServer:
+class FakeTranscriptionServer(LoopbackServer):
     """The fake served by uvicorn in a background thread. Use it as a context manager, or
     call `start()` and `stop()`."""
+
+    _name = "fake transcription"
 
     def __init__(
         self,
@@ -140,16 +143,7 @@ class FakeTranscriptionServer:
     ) -> None:
         self._state = _State(api_key, delay)
         self._on_request = on_request
-        self._requested_port = port
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._server: Any = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake transcription server is not started")
-        return self._port
+        super().__init__(port=port)
 
     @property
     def base_url(self) -> str:
@@ -166,51 +160,8 @@ class FakeTranscriptionServer:
         with self._state.lock:
             self._state.failures.extend([status] * times)
 
-    def start(self) -> FakeTranscriptionServer:
-        import uvicorn
+    def _app(self) -> Any:
+        return _create_app(self._state, self._on_request)
 
-        if self._thread is not None:
-            raise RuntimeError("the fake transcription server is already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._requested_port))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            _create_app(self._state, self._on_request),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [sock]},
-            name="fake-transcription",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                sock.close()
-                raise RuntimeError("the fake transcription server did not start")
-            time.sleep(0.01)
-        sock.close()  # uvicorn listens on its own duplicate of the socket
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
+    def _on_stop(self) -> None:
         self._state.stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():
-            raise RuntimeError("the fake transcription server thread did not stop")
-        self._thread = None
-
-    def __enter__(self) -> FakeTranscriptionServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
