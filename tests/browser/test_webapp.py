@@ -75,6 +75,9 @@ def test_two_factor_enrollment_then_login_asks_for_a_code(
     try:
         page.get_by_role("button", name="Done").click()
         page.get_by_role("button", name="Log out").click()
+        # The login screen is drawn once logout has answered: fill it only then.
+        expect(page.get_by_role("button", name="Log in")).to_be_visible()
+        expect(page.get_by_label("Authentication code")).to_be_hidden()
 
         page.get_by_label("Username").fill(USERNAME)
         page.get_by_label("Password").fill(PASSWORD)
