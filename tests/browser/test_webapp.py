@@ -248,6 +248,9 @@ def test_an_edit_asks_permission_shows_a_diff_and_changes_the_file(
         re.compile(r"[1-9]\d* out")
     )
     screenshot(page, "chat")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    screenshot(page, "chat-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
 
     page.get_by_role("link", name="Changes").click()
     page.locator("a.change", has_text="src/app.py").click()
