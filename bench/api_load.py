@@ -49,7 +49,14 @@ from typing import Any
 import httpx
 import orjson
 import sqlalchemy as sa
-from _common import BACKENDS, Summary, migrated_database, write_result
+from _common import (
+    BACKENDS,
+    POCKETCODE,
+    Summary,
+    create_owner_token,
+    migrated_database,
+    write_result,
+)
 from event_pipeline import make_lines
 
 import pocketcode
@@ -62,9 +69,7 @@ from pocketcode.services.messages import MessageService, NewMessage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.e2e
 from tests.e2e.server_process import ServerProcess, free_port, server_env
 
-_POCKETCODE = [sys.executable, "-m", "pocketcode"]
 TIME_LIMIT = 170.0  # seconds per measurement and backend
-PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account
 TARGETS_MS = {"events_p99": 50.0, "page_p99": 20.0, "list_p99": 20.0}
 FILLER = (
     "I read the module and the tests; the failing case comes from the date parser, which "
@@ -93,21 +98,6 @@ class Stack:
         return httpx.AsyncClient(base_url=self.server.url, headers=self.headers, timeout=30)
 
 
-def _pocketcode(argv: list[str], env: dict[str, str], stdin: str = "") -> str:
-    done = subprocess.run(
-        [*_POCKETCODE, *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pocketcode {argv[:2]} failed: {done.stderr[-2000:]}")
-    return done.stdout
-
-
 @contextlib.contextmanager
 def served(
     backend: str,
@@ -128,8 +118,7 @@ def served(
         env.update({"POCKETCODE_LOG_LEVEL": "warning", **(extra_env or {})})
         if "PYTHONPATH" in os.environ:  # the server runs the code the benchmark imports
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        _pocketcode(["user", "create", "--username", "bench"], env, PASSWORD + "\n")
-        token = _pocketcode(["token", "create", "bench"], env).strip().splitlines()[-1]
+        token = create_owner_token(env)
         if seed is not None:
             seed(db, root)
             if not db.is_sqlite:
@@ -289,7 +278,7 @@ def fake_model(script: dict[str, Any], directory: Path) -> Iterator[str]:
     port = free_port()
     log = (directory / "fake-model.log").open("wb")
     process = subprocess.Popen(
-        [*_POCKETCODE, "dev", "fake-model", "--port", str(port), "--script", str(path)],
+        [*POCKETCODE, "dev", "fake-model", "--port", str(port), "--script", str(path)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -53,8 +53,6 @@ BACKENDS = ("sqlite", "postgresql")
 
 TARGETS = {"import_s": 20.0, "import_rss_mb": 300.0, "rescan_s": 1.0, "list_p99_ms": 20.0}
 WATCH_TARGET_S = 1.0
-PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account
-_POCKETCODE = [sys.executable, "-m", "pocketcode"]
 
 
 # -- the measured child --------------------------------------------------------------------------
@@ -114,21 +112,6 @@ def run_scan(url: str, config_dir: Path, profile: Path | None = None) -> dict[st
 
 
 # -- the served corpus ---------------------------------------------------------------------------
-
-
-def _pocketcode(argv: list[str], env: dict[str, str], stdin: str = "") -> str:
-    done = subprocess.run(
-        [*_POCKETCODE, *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pocketcode {argv[:2]} failed: {done.stderr[-2000:]}")
-    return done.stdout
 
 
 def _turn_lines(session_id: str, cwd: str, text: str) -> bytes:
@@ -220,15 +203,14 @@ async def _watch_latencies(
 
 def serve_and_measure(url: str, corpus: Path, requests: int, appends: int) -> dict[str, Any]:
     import httpx
-    from _common import Summary
+    from _common import Summary, create_owner_token
     from tests.e2e.server_process import ServerProcess, server_env
 
     with tempfile.TemporaryDirectory(prefix="pocketcode-transcripts-bench-") as tmp:
         root = Path(tmp)
         env = server_env(root, url, "http://127.0.0.1:9")
         env.update({"POCKETCODE_LOG_LEVEL": "warning", "CLAUDE_CONFIG_DIR": str(corpus)})
-        _pocketcode(["user", "create", "--username", "bench"], env, PASSWORD + "\n")
-        token = _pocketcode(["token", "create", "bench"], env).strip().splitlines()[-1]
+        token = create_owner_token(env)
         server = ServerProcess.start(env, root / "server.log", timeout=120)
         try:
             timings: list[float] = []
