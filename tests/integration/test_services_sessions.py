@@ -20,7 +20,7 @@ from pocketcode.db.tables import (
     PermissionRequestRow,
     SessionRow,
 )
-from pocketcode.db.types import utcnow
+from pocketcode.db.types import ZSTD_MAGIC, utcnow
 from pocketcode.domain.claude_paths import encode_project_dir_name
 from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from pocketcode.domain.states import (
@@ -381,3 +381,29 @@ def test_batches_skip_stored_uuids_without_seq_gaps(
     assert [m.seq for m in messages.page(row.id, limit=1000).messages] == list(range(1, size + 1))
     assert [m.seq for m in messages.page(other.id).messages] == [1, 2]
     assert sessions.get(row.id).message_count == size
+
+
+def test_raw_documents_round_trip_and_rows_written_as_json_text_still_read(
+    sessions: SessionService, messages: MessageService, project: Path, db: Database
+) -> None:
+    session = sessions.create(str(project))
+    raw = {"type": "assistant", "n": 2**70, "text": "é" * 5000, "nested": [None, 1.5, True]}
+    stored = messages.append(
+        session.id, NewMessage(type=MessageType.ASSISTANT, subtype="text", text="x", raw=raw)
+    )
+    empty = messages.append(session.id, NewMessage(type=MessageType.USER, text="no raw"))
+    if db.is_sqlite:
+        with db.read() as tx:
+            packed = tx.execute(
+                sa.text("SELECT raw FROM session_messages WHERE id = :id"), {"id": stored.id.hex}
+            ).scalar_one()
+        assert packed.startswith(ZSTD_MAGIC) and len(packed) < 1000  # 10 KB of JSON
+        # A row of a database written before raw documents were compressed: JSON text.
+        with db.write() as tx:
+            tx.execute(
+                sa.text("UPDATE session_messages SET raw = :raw WHERE id = :id"),
+                {"raw": '{"legacy": [1, 2]}', "id": empty.id.hex},
+            )
+    page = {m.id: m.raw for m in messages.page(session.id, limit=10).messages}
+    assert page[stored.id] == raw  # an integer past 64 bits too (orjson refuses it)
+    assert page[empty.id] == ({"legacy": [1, 2]} if db.is_sqlite else None)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow, TranscriptFileRow
+from pocketcode.db.types import ZSTD_MAGIC
 from pocketcode.domain.states import MessageType, Provider
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.sessions import SessionService
@@ -295,6 +296,38 @@ def test_nul_characters_from_a_tools_binary_output_are_stored_as_replacement_cha
     assert rows[1].raw is not None
     assert rows[1].raw["message"]["content"][0]["content"] == "ELF\ufffd\u0001"
     assert the_session(db).title == "Show \ufffd the binary"
+
+
+def test_stored_raw_lines_leave_out_the_clis_copy_of_tool_output_and_are_compressed_on_sqlite(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    output = "line of the file\n" * 2000
+    result = [{"type": "tool_result", "tool_use_id": "t1", "content": output}]
+    transcript.write_bytes(
+        prompt("Read it")
+        + line("user", result, toolUseResult={"file": {"content": output}}, isSidechain=False)
+    )
+    TranscriptIndexer(db, config_dir).scan()
+    rows = stored(db)
+    assert rows[1].text == output
+    raw = rows[1].raw
+    assert raw is not None
+    assert "toolUseResult" not in raw
+    assert raw["message"]["content"][0]["content"] == output
+    assert raw["isSidechain"] is False and raw["sessionId"] == SID
+    with db.engine.connect() as connection:
+        stored_raw = connection.execute(
+            sa.text("SELECT raw FROM session_messages WHERE id = :id"),
+            {"id": MessageRow.__table__.c.id.type.bind_processor(db.engine.dialect)(rows[1].id)}
+            if db.is_sqlite
+            else {"id": rows[1].id},
+        ).scalar_one()
+    if db.is_sqlite:
+        # zstd bytes, a fraction of the JSON: SQLite compresses nothing itself.
+        assert isinstance(stored_raw, bytes) and stored_raw.startswith(ZSTD_MAGIC)
+        assert len(stored_raw) < len(output) / 10
+    else:
+        assert stored_raw == raw  # jsonb (PostgreSQL compresses big values itself)
 
 
 def summary_counts(out: str) -> dict[str, str]:

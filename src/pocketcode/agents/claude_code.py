@@ -247,6 +247,13 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
+# Beside a tool_result block the CLI writes the tool's output again, structured for its
+# terminal UI (`toolUseResult` in transcripts, `tool_use_result` in stream-json): for a Read
+# the whole file, for an Edit the original file as well. Nothing here reads it, and it was a
+# fifth to a half of a transcript's bytes: stored messages leave it out.
+_TERMINAL_COPIES = ("toolUseResult", "tool_use_result")
+
+
 def _blocks(line: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], str | None]]:
     """(block, raw, uuid) per content block: a line with several blocks is split, each part
     keeping the line's fields, its own block, and a uuid made unique with the block index."""
@@ -258,6 +265,8 @@ def _blocks(line: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], 
     if not isinstance(content, list) or not isinstance(message, dict):
         return []
     blocks = [block for block in content if isinstance(block, dict)]
+    if any(key in line for key in _TERMINAL_COPIES):
+        line = {key: value for key, value in line.items() if key not in _TERMINAL_COPIES}
     if len(blocks) == 1:
         return [(blocks[0], line, line_uuid)]
     parts = []

@@ -8,7 +8,6 @@ pool whose connections are dropped after an idle timeout (the seed's pool settin
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -18,13 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from pocketcode.config import Settings
+from pocketcode.db.types import load_json
 from pocketcode.domain.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -122,16 +121,6 @@ def _install_idle_timeout(engine: Engine, idle_timeout: float) -> None:
         if idle_since is not None and time.monotonic() - idle_since > idle_timeout:
             # The pool discards this connection and retries with a fresh one.
             raise exc.DisconnectionError("connection idle past the pool idle timeout")
-
-
-def load_json(document: str | bytes | memoryview) -> Any:
-    """Stored JSON (the messages' raw lines are most of what a page reads) parsed by orjson,
-    several times faster than `json`; what orjson refuses but `json` wrote (NaN, Infinity)
-    falls back to `json`. (orjson reads an integer past 64 bits as a float.)"""
-    try:
-        return orjson.loads(document)
-    except orjson.JSONDecodeError:
-        return json.loads(bytes(document) if isinstance(document, memoryview) else document)
 
 
 def create_db_engine(

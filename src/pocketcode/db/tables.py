@@ -13,7 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pocketcode.db.types import DecimalType, JSONType, UTCDateTime, enum_column_type, money, utcnow
+from pocketcode.db.types import (
+    CompressedJSONType,
+    DecimalType,
+    JSONType,
+    UTCDateTime,
+    enum_column_type,
+    money,
+    utcnow,
+)
 from pocketcode.domain.states import (
     JobStatus,
     LifecycleStatus,
@@ -214,7 +222,7 @@ class MessageRow(Base):
     # Finer kind inside a type: text, thinking, tool_use, tool_result, init, cancelled…
     subtype: Mapped[str | None] = mapped_column(sa.String(64))
     text: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
-    raw: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(CompressedJSONType)
     job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     provider_session_id: Mapped[str | None] = mapped_column(sa.String(128))
     provider_message_uuid: Mapped[str | None] = mapped_column(sa.String(64))

@@ -3,7 +3,8 @@
 `MessageService` appends what a run produces, a few messages at a time, as `NewMessage`s with
 their `raw` line as a dict. An import stores hundreds of thousands of messages whose raw line is
 already JSON text (the transcript line itself), so this path
-- takes the raw JSON as text and never serialises it again (PostgreSQL casts it to jsonb);
+- takes the raw JSON as text and never serialises it again (PostgreSQL casts it to jsonb;
+  SQLite gets it zstd-compressed, as `CompressedJSONType` stores it);
 - binds plain tuples through one prepared statement per dialect (`executemany`), with the
   column types' own bind processors, instead of building ORM objects or Core expressions per row;
 - keeps the store's rules: per-session seq numbers from `sessions.last_message_index` (bumped
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from pocketcode.db.tables import MessageRow, SessionRow
-from pocketcode.db.types import UTCDateTime
+from pocketcode.db.types import UTCDateTime, compress_json
 from pocketcode.domain.errors import NotFound
 from pocketcode.domain.states import MessageType
 from pocketcode.services.messages import NewMessage
@@ -140,6 +141,7 @@ class Statement:
             if name != "raw"
         }
         self._fields = [(name, self.processors[name]) for name in _MESSAGE_FIELDS if name != "raw"]
+        self._compress_raw = dialect.name == "sqlite"
 
     def bound(self, name: str, value: Any) -> Any:
         process = self.processors[name]
@@ -154,7 +156,10 @@ class Statement:
         for name, process in self._fields:
             value = getattr(message, name)
             row.append(value if process is None or value is None else process(value))
-        row.insert(_RAW, raw_json)
+        if raw_json is not None and self._compress_raw:
+            row.insert(_RAW, compress_json(raw_json.encode()))
+        else:
+            row.insert(_RAW, raw_json)
         row.append(None)
         return RawMessage(message, raw_json, message_id, row)
 
