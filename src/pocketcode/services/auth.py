@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import pyotp
 import sqlalchemy as sa
@@ -53,6 +54,16 @@ RECOVERY_CODE_COUNT = 10
 RECOVERY_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # 32 symbols, no 0/o or 1/l to misread
 # Writing last_seen/last_used on every request would turn each read into a write.
 TOUCH_INTERVAL = timedelta(minutes=1)
+# How long a server process trusts a credential it checked without asking the database again
+# (the web app's AuthService reads the cache; the CLI's checks every time). A revocation,
+# logout or password change made in the same process takes effect at once; one made by another
+# process (the `pocketcode token revoke` or `user passwd` CLI, a second server on the same
+# PostgreSQL) within this many seconds.
+CREDENTIAL_CACHE_SECONDS = 5.0
+CREDENTIAL_CACHE_SIZE = 1024
+
+
+CredentialKind = Literal["session", "token"]
 
 
 def hash_token(token: str) -> str:
@@ -200,6 +211,61 @@ class TotpEnrollment:
     uri: str
 
 
+class CredentialCache:
+    """Credentials this process checked recently: the SHA-256 of a token → its Identity, for
+    `CREDENTIAL_CACHE_SECONDS` at most (never past the credential's own expiry). Only valid
+    credentials are kept, so guessing fills nothing; at `size` entries the oldest go first."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = CREDENTIAL_CACHE_SECONDS,
+        size: int = CREDENTIAL_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._entries: dict[str, tuple[Identity, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token_hash: str) -> Identity | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        identity, deadline = entry
+        if self._clock() >= deadline:
+            with self._lock:
+                self._entries.pop(token_hash, None)
+            return None
+        return identity
+
+    def put(self, token_hash: str, identity: Identity, *, expires_in: float | None) -> None:
+        """Remember a credential just checked; `expires_in`: seconds until it expires."""
+        if self.ttl <= 0:
+            return
+        lifetime = self.ttl if expires_in is None else min(self.ttl, expires_in)
+        with self._lock:
+            while len(self._entries) >= self.size:  # dicts keep insertion order: oldest first
+                del self._entries[next(iter(self._entries))]
+            self._entries[token_hash] = (identity, self._clock() + lifetime)
+
+    def forget(self, matches: Callable[[Identity], bool]) -> None:
+        with self._lock:
+            for key in [key for key, (identity, _) in self._entries.items() if matches(identity)]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+# One per process: every AuthService of the process forgets what it revokes here, so a token
+# revoked through any of them (two apps in one process, the CLI's commands run in-process) is
+# refused at once by all of them.
+PROCESS_CREDENTIALS = CredentialCache()
+
+
 def _user_info(row: UserRow) -> UserInfo:
     return UserInfo(
         row.id, row.username, row.is_owner, row.totp_enabled, row.created_at, row.last_login_at
@@ -232,6 +298,8 @@ class AuthService:
         hasher: PasswordHasher | None = None,
         throttle: AttemptThrottle | None = None,
         clock: Callable[[], float] = time.time,
+        cache_credentials: bool = False,
+        credential_cache: CredentialCache = PROCESS_CREDENTIALS,
     ) -> None:
         self.db = db
         self.keyring = keyring
@@ -241,6 +309,10 @@ class AuthService:
         self._clock = clock  # wall time, for TOTP steps
         self._dummy_hash: str | None = None
         self._create_lock = threading.Lock()
+        # Read only with `cache_credentials` (the web app's service), forgotten by every one:
+        # see CREDENTIAL_CACHE_SECONDS.
+        self.credentials = credential_cache
+        self._cache_credentials = cache_credentials
 
     # --- passwords -----------------------------------------------------------------------
 
@@ -392,15 +464,20 @@ class AuthService:
         """The user of a live login session, or None; refreshes last_seen_at now and then."""
         if not token:
             return None
+        token_hash = hash_token(token)
+        cached = self._cached(token_hash, "session")
+        if cached is not None:
+            return cached
         now = utcnow()
         with self.db.read() as session:
             row = session.scalar(
-                sa.select(LoginSessionRow).where(LoginSessionRow.token_hash == hash_token(token))
+                sa.select(LoginSessionRow).where(LoginSessionRow.token_hash == token_hash)
             )
             if row is None or row.revoked_at is not None or row.expires_at <= now:
                 return None
             identity = Identity(row.user_id, login_session_id=row.id)
             stale = row.last_seen_at <= now - TOUCH_INTERVAL
+            expires_in = (row.expires_at - now).total_seconds()
         if stale:
             with self.db.write() as session:
                 session.execute(
@@ -408,7 +485,25 @@ class AuthService:
                     .where(LoginSessionRow.id == identity.login_session_id)
                     .values(last_seen_at=now)
                 )
+        if self._cache_credentials:
+            self.credentials.put(token_hash, identity, expires_in=expires_in)
         return identity
+
+    def cached_identity(self, token: str, kind: CredentialKind) -> Identity | None:
+        """The identity of a session cookie or API token (`kind`) this process checked in the
+        last few seconds (`CREDENTIAL_CACHE_SECONDS`), without touching the database; None
+        when it has to be checked (`authenticate_session` / `authenticate_token`)."""
+        if not token:
+            return None
+        return self._cached(hash_token(token), kind)
+
+    def _cached(self, token_hash: str, kind: CredentialKind) -> Identity | None:
+        identity = self.credentials.get(token_hash) if self._cache_credentials else None
+        if identity is None:
+            return None
+        # The same string sent as the other kind of credential is not that credential.
+        is_token = identity.api_token_id is not None
+        return identity if is_token == (kind == "token") else None
 
     def logout(self, login_session_id: uuid.UUID) -> None:
         with self.db.write() as session:
@@ -417,6 +512,7 @@ class AuthService:
                 .where(LoginSessionRow.id == login_session_id, LoginSessionRow.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
+        self.credentials.forget(lambda identity: identity.login_session_id == login_session_id)
 
     def _revoke_sessions(self, session: Session, user_id: uuid.UUID, keep: uuid.UUID | None) -> int:
         query = sa.update(LoginSessionRow).where(
@@ -425,7 +521,19 @@ class AuthService:
         if keep is not None:
             query = query.where(LoginSessionRow.id != keep)
         result = session.execute(query.values(revoked_at=utcnow()))
+        # Forgotten before the commit as well as after it (`change_password`): a request
+        # checked in between must not keep a revoked session alive in the cache.
+        self._forget_sessions(user_id, keep)
         return int(getattr(result, "rowcount", 0) or 0)
+
+    def _forget_sessions(self, user_id: uuid.UUID, keep: uuid.UUID | None) -> None:
+        self.credentials.forget(
+            lambda identity: (
+                identity.user_id == user_id
+                and identity.login_session_id is not None
+                and identity.login_session_id != keep
+            )
+        )
 
     def change_password(
         self,
@@ -457,6 +565,7 @@ class AuthService:
             row.password_hash = new_hash
             row.password_changed_at = utcnow()
             revoked = self._revoke_sessions(session, user_id, keep_session)
+        self._forget_sessions(user_id, keep_session)
         log.info(
             "password changed for user %s; %d other login session(s) revoked", user_id, revoked
         )
@@ -510,22 +619,28 @@ class AuthService:
             )
             if not getattr(result, "rowcount", 0):
                 raise NotFound(f"token {tid} not found")
+        self.credentials.forget(lambda identity: identity.api_token_id == tid)
         log.info("revoked API token %s", tid)
 
     def authenticate_token(self, token: str) -> Identity | None:
         if not token.startswith(TOKEN_PREFIX):
             return None
+        token_hash = hash_token(token)
+        cached = self._cached(token_hash, "token")
+        if cached is not None:
+            return cached
         now = utcnow()
         with self.db.read() as session:
-            row = session.scalar(
-                sa.select(ApiTokenRow).where(ApiTokenRow.token_hash == hash_token(token))
-            )
+            row = session.scalar(sa.select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash))
             if row is None or row.revoked_at is not None:
                 return None
             if row.expires_at is not None and row.expires_at <= now:
                 return None
             identity = Identity(row.user_id, api_token_id=row.id)
             stale = row.last_used_at is None or row.last_used_at <= now - TOUCH_INTERVAL
+            expires_in = (
+                (row.expires_at - now).total_seconds() if row.expires_at is not None else None
+            )
         if stale:
             with self.db.write() as session:
                 session.execute(
@@ -533,6 +648,8 @@ class AuthService:
                     .where(ApiTokenRow.id == identity.api_token_id)
                     .values(last_used_at=now)
                 )
+        if self._cache_credentials:
+            self.credentials.put(token_hash, identity, expires_in=expires_in)
         return identity
 
     # --- TOTP ----------------------------------------------------------------------------

@@ -9,10 +9,11 @@ and a rolled-back append never leaves a gap.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
@@ -24,6 +25,7 @@ from pocketcode.db.tables import MessageRow, SessionRow
 from pocketcode.db.types import UTCDateTime, utcnow
 from pocketcode.domain.errors import InvalidInput, NotFound
 from pocketcode.domain.states import MessageType
+from pocketcode.services.sessions import SessionWithPending, load_with_pending
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -48,11 +50,34 @@ class NewMessage:
     cost_usd: Decimal | None = None
 
 
+class MessageLine(NamedTuple):
+    """What a view of a stored message reads (PokéCode's `Message`), without the rest of the
+    row: a page of these is read with Core, without ORM objects."""
+
+    id: uuid.UUID
+    type: MessageType
+    subtype: str | None
+    text: str
+    raw: dict[str, Any] | None
+    parent_tool_use_id: str | None
+
+
+Message = TypeVar("Message", MessageRow, MessageLine)
+
+
 @dataclass(frozen=True)
-class MessagePage:
-    messages: list[MessageRow]
+class MessagePage(Generic[Message]):
+    messages: list[Message]
     has_next_page: bool
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ChatPage:
+    """A session as the chat shows it, and a page of its messages, read together."""
+
+    session: SessionWithPending
+    page: MessagePage[MessageLine]
 
 
 def _existing_by_uuid(
@@ -138,12 +163,14 @@ _SEQ_OF_MESSAGE = (
     )
     .scalar_subquery()
 )
+_LINE_COLUMNS = [getattr(MessageRow, name) for name in MessageLine._fields]
 _PAGE = {
-    cursor: sa.select(MessageRow)
+    (cursor, columns): sa.select(*(selected or [MessageRow]))
     .where(MessageRow.session_id == sa.bindparam("session_id"), MessageRow.seq > after)
     .order_by(MessageRow.seq)
     .limit(sa.bindparam("limit"))
     for cursor, after in (("seq", sa.bindparam("after_seq")), ("id", _SEQ_OF_MESSAGE))
+    for columns, selected in (("rows", None), ("lines", _LINE_COLUMNS))
 }
 
 Executor = Session | sa.Connection
@@ -317,6 +344,39 @@ def _parse_message_id(message_id: uuid.UUID | str) -> uuid.UUID:
         raise InvalidInput(f"cursor {message_id!r} is not a message id") from None
 
 
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+
+
+def _page_rows(
+    session: Session,
+    columns: str,
+    session_id: uuid.UUID,
+    after_seq: int | None,
+    after_id: uuid.UUID | str | None,
+    limit: int,
+) -> Sequence[Any]:
+    """Up to `limit + 1` messages after the cursor: ORM rows (`columns="rows"`) or the
+    columns of a `MessageLine` (`"lines"`)."""
+    fetch = session.scalars if columns == "rows" else session.execute
+    if after_id is None:
+        params = {"session_id": session_id, "after_seq": after_seq or 0, "limit": limit + 1}
+        return fetch(_PAGE["seq", columns], params).all()
+    message_id = _parse_message_id(after_id)
+    params = {"session_id": session_id, "message_id": message_id, "limit": limit + 1}
+    rows = fetch(_PAGE["id", columns], params).all()
+    if not rows:  # the end of the session, or a cursor that is not one of its own
+        MessageService._seq_of(session, session_id, message_id)
+    return rows
+
+
+def _paged(rows: list[Message], limit: int) -> MessagePage[Message]:
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    return MessagePage(rows, has_next, str(rows[-1].id) if has_next and rows else None)
+
+
 class MessageService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -347,32 +407,26 @@ class MessageService:
         after_seq: int | None = None,
         after_id: uuid.UUID | str | None = None,
         limit: int = DEFAULT_PAGE,
-    ) -> MessagePage:
+    ) -> MessagePage[MessageRow]:
         """Messages in ascending seq order after a cursor (a seq, or a message id as
         PokéCode's `after` query parameter gives)."""
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        _check_limit(limit)
         with self.db.read() as session:
-            if after_id is not None:
-                message_id = _parse_message_id(after_id)
-                rows = list(
-                    session.scalars(
-                        _PAGE["id"],
-                        {"session_id": session_id, "message_id": message_id, "limit": limit + 1},
-                    )
-                )
-                if not rows:  # the end of the session, or a cursor that is not one of its own
-                    self._seq_of(session, session_id, message_id)
-            else:
-                rows = list(
-                    session.scalars(
-                        _PAGE["seq"],
-                        {"session_id": session_id, "after_seq": after_seq or 0, "limit": limit + 1},
-                    )
-                )
-        has_next = len(rows) > limit
-        rows = rows[:limit]
-        return MessagePage(rows, has_next, str(rows[-1].id) if has_next and rows else None)
+            rows = _page_rows(session, "rows", session_id, after_seq, after_id, limit)
+        return _paged(list(rows), limit)
+
+    def chat_page(
+        self, session_id: uuid.UUID | str, *, after_id: uuid.UUID | str | None, limit: int
+    ) -> ChatPage:
+        """The session (NotFound if it is not there), its pending permission count and a page
+        of its messages as `MessageLine`s, in one read transaction: what the chat view reads
+        on every poll."""
+        _check_limit(limit)
+        with self.db.read() as session:
+            found = load_with_pending(session, session_id)
+            rows = _page_rows(session, "lines", found.row.id, None, after_id, limit)
+            lines = [MessageLine(*row) for row in rows]
+        return ChatPage(found, _paged(lines, limit))
 
     def since(self, session_id: uuid.UUID, seq: int, limit: int = MAX_PAGE) -> list[MessageRow]:
         """Messages with seq greater than `seq`: what a reconnecting client missed."""

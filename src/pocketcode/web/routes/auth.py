@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from pocketcode.domain.errors import Conflict, Forbidden
 from pocketcode.domain.timefmt import iso_z
-from pocketcode.services.auth import AuthService, NewLogin
+from pocketcode.services.auth import NewLogin
 from pocketcode.web.app import AppState
-from pocketcode.web.deps import (
-    app_state,
-    auth_service,
-    client_ip,
-    credentialed_principal,
-    current_principal,
-    optional_principal,
-)
+from pocketcode.web.deps import Account, Auth, Me, State, client_ip, optional_principal
 from pocketcode.web.schemas import (
     LoginIn,
     LoginOut,
@@ -42,14 +34,9 @@ from pocketcode.web.schemas import (
     UserOut,
     errors,
 )
-from pocketcode.web.security import SESSION_COOKIE, Principal
+from pocketcode.web.security import SESSION_COOKIE
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-
-Auth = Annotated[AuthService, Depends(auth_service)]
-State = Annotated[AppState, Depends(app_state)]
-Me = Annotated[Principal, Depends(current_principal)]
-Account = Annotated[Principal, Depends(credentialed_principal)]
 
 
 def _set_session_cookie(

@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from pocketcode.services import git, projects
 from pocketcode.services.paths import resolve_project_dir
 from pocketcode.services.projects import DirectoryItem, SourceFilter
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.app import AppState
-from pocketcode.web.deps import app_state
+from pocketcode.web.deps import State
 from pocketcode.web.schemas import (
     AgentsOut,
     CommandsOut,
@@ -31,7 +31,6 @@ from pocketcode.web.schemas import (
 
 router = APIRouter(tags=["projects"])
 
-State = Annotated[AppState, Depends(app_state)]
 Search = Annotated[str | None, Query(max_length=256)]
 RequestPath = Annotated[str, Query(min_length=1, max_length=4096)]
 Responses = dict[str, Any]

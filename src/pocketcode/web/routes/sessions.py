@@ -8,10 +8,12 @@ in sync routes (FastAPI's thread pool) or through `run_in_threadpool`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
@@ -28,11 +30,12 @@ from pocketcode.services.messages import MessageService
 from pocketcode.services.permissions import Answer, PermissionService, request_data
 from pocketcode.services.pricing import PricingService
 from pocketcode.services.runs import validate_run_options
-from pocketcode.services.sessions import MAX_SEARCH_CHARS, SessionService
+from pocketcode.services.sessions import MAX_SEARCH_CHARS, SessionService, SessionWithPending
 from pocketcode.services.usage import UsageTotals, queue_counts, usage_summary
 from pocketcode.web.app import AppState
-from pocketcode.web.deps import app_state, current_principal
+from pocketcode.web.deps import Me, State
 from pocketcode.web.presenters import job_view, pokecode_message, raw_message, session_view
+from pocketcode.web.responses import model_response
 from pocketcode.web.schemas import (
     AnsweredPermissionOut,
     CancelledJobOut,
@@ -55,12 +58,9 @@ from pocketcode.web.schemas import (
     UsageOut,
     errors,
 )
-from pocketcode.web.security import Principal
 
 router = APIRouter(prefix="/api", tags=["sessions"])
 
-State = Annotated[AppState, Depends(app_state)]
-Me = Annotated[Principal, Depends(current_principal)]
 Json = dict[str, Any]
 Responses = dict[str, Any]
 
@@ -80,24 +80,29 @@ def _permissions(state: AppState) -> PermissionService:
     return state.runtime.permissions if state.runtime else PermissionService(state.db)
 
 
-def _load(state: AppState, session_id: str) -> SessionRow:
-    """The session, or PokéCode's exact 404."""
+@contextmanager
+def _pokecode_404() -> Iterator[None]:
+    """PokéCode's exact 404 for a session that is not there."""
     try:
-        return _sessions(state).get(session_id)
+        yield
     except NotFound:
         raise NotFound("Session not found") from None
 
 
-def _pending_counts(state: AppState) -> dict[uuid.UUID, int]:
-    counts: dict[uuid.UUID, int] = {}
-    for request in _permissions(state).pending():
-        counts[request.session_id] = counts.get(request.session_id, 0) + 1
-    return counts
+def _load(state: AppState, session_id: str) -> SessionRow:
+    """The session, or PokéCode's exact 404."""
+    with _pokecode_404():
+        return _sessions(state).get(session_id)
 
 
-def _view(state: AppState, row: SessionRow) -> Json:
-    pending = len(_permissions(state).pending(row.id))
-    return session_view(row, pending_permissions=pending)
+def _open(state: AppState, session_id: str | uuid.UUID) -> SessionWithPending:
+    """The session with its pending permission count (one statement), or PokéCode's 404."""
+    with _pokecode_404():
+        return _sessions(state).get_with_pending(session_id)
+
+
+def _view(found: SessionWithPending) -> Json:
+    return session_view(found.row, pending_permissions=found.pending_permissions)
 
 
 # -- sessions (PokéCode) ---------------------------------------------------------------------
@@ -144,18 +149,16 @@ def list_sessions(
             max_length=MAX_SEARCH_CHARS, description="Part of the title or project path, any case"
         ),
     ] = None,
-) -> Json:
+) -> Response:
     status = LifecycleStatus(session_state) if session_state else None
-    rows, total = _sessions(state).list_sessions(
-        status=status, search=q, limit=limit, offset=offset
-    )
-    pending = _pending_counts(state)
-    return {
-        "sessions": [session_view(r, pending_permissions=pending.get(r.id, 0)) for r in rows],
-        "total": total,
+    listing = _sessions(state).listing(status=status, search=q, limit=limit, offset=offset)
+    body = {
+        "sessions": [_view(found) for found in listing.sessions],
+        "total": listing.total,
         "limit": limit,
         "offset": offset,
     }
+    return model_response(body, SessionListOut)
 
 
 @router.get(
@@ -164,10 +167,10 @@ def list_sessions(
     response_model=SessionOut,
     responses=errors(404),
 )
-def get_session(session_id: str, state: State, _me: Me) -> Json:
-    row = _load(state, session_id)
-    _sessions(state).touch_if_stale(row)
-    return _view(state, row)
+def get_session(session_id: str, state: State, _me: Me) -> Response:
+    found = _open(state, session_id)
+    _sessions(state).touch_if_stale(found.row)
+    return model_response(_view(found), SessionOut)
 
 
 @router.patch(
@@ -187,7 +190,7 @@ def update_session(session_id: str, body: UpdateSessionIn, state: State, _me: Me
         metadata=body.metadata,
         status=LifecycleStatus(body.status) if body.status else None,
     )
-    return _view(state, row)
+    return _view(_open(state, row.id))
 
 
 @router.delete(
@@ -218,20 +221,22 @@ def list_messages(
     _me: Me,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = 50,
-) -> Json:
-    row = _load(state, session_id)
-    _sessions(state).touch_if_stale(row)
-    page = MessageService(state.db).page(row.id, after_id=after, limit=limit)
+) -> Response:
+    with _pokecode_404():
+        chat = MessageService(state.db).chat_page(session_id, after_id=after, limit=limit)
+    _sessions(state).touch_if_stale(chat.session.row)
+    page = chat.page
     messages = [m for m in map(pokecode_message, page.messages) if m is not None]
-    return {
+    body = {
         "messages": messages,
-        "session": _view(state, row),
+        "session": _view(chat.session),
         "pagination": {
             "hasNextPage": page.has_next_page,
             "nextCursor": page.next_cursor,
             "totalFetched": len(messages),
         },
     }
+    return model_response(body, MessagesPageOut, exclude_unset=True)
 
 
 @router.get(

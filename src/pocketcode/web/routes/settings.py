@@ -8,19 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import Field
 
 from pocketcode.services.app_settings import KnownSettings, SettingView
 from pocketcode.web.app import AppState
-from pocketcode.web.deps import app_state, current_principal
+from pocketcode.web.deps import Me, State
 from pocketcode.web.schemas import Out, SettingIn, errors
-from pocketcode.web.security import Principal
 
 router = APIRouter(prefix="/api", tags=["settings"])
 
-State = Annotated[AppState, Depends(app_state)]
-Me = Annotated[Principal, Depends(current_principal)]
 Key = Annotated[str, Path(max_length=255, description="A setting's key, e.g. default_model")]
 
 

@@ -7,9 +7,9 @@ without a Content-Length (a chunked upload of unknown size) is refused.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -22,15 +22,11 @@ from pocketcode.services.transcription import (
     transcribe,
     transcription_endpoint,
 )
-from pocketcode.web.app import AppState
-from pocketcode.web.deps import app_state, current_principal
+from pocketcode.web.deps import Me, State
 from pocketcode.web.schemas import Out, errors
-from pocketcode.web.security import Principal
 
 router = APIRouter(prefix="/api", tags=["transcription"])
 
-State = Annotated[AppState, Depends(app_state)]
-Me = Annotated[Principal, Depends(current_principal)]
 
 # Room for the multipart boundaries and part headers around the recording.
 _FORM_OVERHEAD = 64 * 1024
