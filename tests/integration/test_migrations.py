@@ -106,3 +106,20 @@ def test_db_upgrade_twice_changes_nothing_the_second_time(
 
     assert migrate.current_revision(empty_db) == head
     assert _differences(empty_db) == []
+
+
+def test_message_bodies_use_lz4_on_postgresql(empty_db: Database) -> None:
+    migrate.upgrade(empty_db)
+    if empty_db.is_sqlite:
+        pytest.skip("SQLite compresses raw in the application (db/types.py)")
+    with empty_db.engine.connect() as connection:
+        has_lz4 = connection.exec_driver_sql(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).scalar()
+        methods = dict(
+            connection.exec_driver_sql(
+                "SELECT attname, attcompression FROM pg_attribute"
+                " WHERE attrelid = 'session_messages'::regclass AND attname IN ('text', 'raw')"
+            ).all()
+        )
+    assert methods == ({"text": "l", "raw": "l"} if has_lz4 else {"text": "", "raw": ""})
