@@ -21,6 +21,7 @@ non-UTF-8 bytes are skipped and counted, never a crash.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -180,8 +181,10 @@ _TARGET = sa.select(
 )
 
 
+@functools.cache
 def _upsert_file_row(dialect: str) -> Any:
-    """Insert a file's watermark row or move it: one statement per flush."""
+    """Insert a file's watermark row or move it: one statement per flush (built once: building
+    the ON CONFLICT construct each time was 3 % of the writer thread's samples)."""
     module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
     insert = module.insert(TranscriptFileRow)
     table = TranscriptFileRow.__table__.c
