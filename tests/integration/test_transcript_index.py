@@ -223,7 +223,55 @@ def test_a_deleted_file_keeps_its_messages(
     assert indexer.scan().files_gone == 0  # marked once
 
 
-def test_a_subagent_file_attaches_to_its_parent_session(
+def agent_call(call_id: str, task: str) -> bytes:
+    call = {"description": "d", "prompt": task, "subagent_type": "general-purpose"}
+    block = {"type": "tool_use", "id": call_id, "name": "Agent", "input": call}
+    return line("assistant", [block])
+
+
+def test_a_subagent_file_attaches_to_its_parent_session_under_its_agent_call(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    transcript.write_bytes(
+        prompt("use two agents")
+        + agent_call("toolu_early", "sub task")
+        + agent_call("toolu_other", "another task")
+        + agent_call("toolu_late", "sub task")
+        + reply("delegated")
+    )
+    folder = transcript.parent / SID / "subagents"
+    folder.mkdir(parents=True)
+    first, second = folder / "agent-a1.jsonl", folder / "agent-a2.jsonl"
+    first.write_bytes(
+        prompt("sub task", isSidechain=True, agentId="a1") + reply("a1 done", isSidechain=True)
+    )
+    second.write_bytes(
+        prompt(" sub task", isSidechain=True, agentId="a2") + reply("a2 done", isSidechain=True)
+    )
+    summary = TranscriptIndexer(db, config_dir).scan()
+    assert summary.sessions_new == 1 and summary.files_scanned == 3
+    row = the_session(db)
+    assert row.title == "use two agents"
+    assert row.message_count == 9
+    assert row.turn_count == 1  # a sub-agent's prompt is not a turn of the user
+    assert file_row(db, first).is_subagent and file_row(db, first).session_id == row.id
+    # Two calls with the same prompt: each file takes one, the latest first.
+    parents = {m.text: m.parent_tool_use_id for m in stored(db)}
+    assert {parents["a1 done"], parents["a2 done"]} == {"toolu_early", "toolu_late"}
+    assert parents["a1 done"] == file_row(db, first).parent_tool_use_id
+    main = [m for m in stored(db) if m.text in ("use two agents", "Agent", "delegated")]
+    assert len(main) == 5 and {m.parent_tool_use_id for m in main} == {None}
+    assert [m.subtype for m in stored(db) if m.text.strip() == "sub task"] == ["text", "text"]
+
+    # Lines appended later are read from the offset, without the prompt: the call was kept.
+    with first.open("ab") as handle:
+        handle.write(reply("a1 again", isSidechain=True))
+    TranscriptIndexer(db, config_dir).scan()
+    parents = {m.text: m.parent_tool_use_id for m in stored(db)}
+    assert parents["a1 again"] == parents["a1 done"]
+
+
+def test_a_subagent_file_without_its_call_stays_in_the_main_conversation(
     db: Database, config_dir: Path, transcript: Path
 ) -> None:
     transcript.write_bytes(prompt("use an agent") + reply("delegating"))
@@ -233,11 +281,9 @@ def test_a_subagent_file_attaches_to_its_parent_session(
         prompt("sub task", isSidechain=True, agentId="a1b2") + reply("sub done", isSidechain=True)
     )
     summary = TranscriptIndexer(db, config_dir).scan()
-    assert summary.sessions_new == 1 and summary.files_scanned == 2
-    row = the_session(db)
-    assert row.title == "use an agent"
-    assert row.message_count == 4
-    assert file_row(db, agent).is_subagent and file_row(db, agent).session_id == row.id
+    assert summary.files_scanned == 2 and the_session(db).message_count == 4
+    assert [m.parent_tool_use_id for m in stored(db)] == [None] * 4
+    assert file_row(db, agent).parent_tool_use_id is None
 
 
 def test_a_session_created_here_is_found_again_by_provider_session_id(

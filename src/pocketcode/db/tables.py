@@ -431,6 +431,8 @@ class TranscriptFileRow(Base):
         sa.ForeignKey("sessions.id", ondelete="SET NULL")
     )
     is_subagent: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # A sub-agent file's Agent (Task) call: its messages are stored under it.
+    parent_tool_use_id: Mapped[str | None] = mapped_column(sa.String(128))
     lines_skipped: Mapped[int] = _counter()
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     gone_at: Mapped[datetime | None] = mapped_column()

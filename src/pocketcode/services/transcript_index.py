@@ -51,6 +51,7 @@ from pocketcode.services.pricing import Price, PricingService, TokenUsage, compu
 from pocketcode.services.sessions import claude_config_dir
 from pocketcode.services.transcript_store import (
     NUL_REPLACEMENT,
+    STORED_COLUMNS,
     RawMessage,
     raw_json_of,
     statement_for,
@@ -109,6 +110,7 @@ class _Mark:
     session_id: uuid.UUID | None
     provider_session_id: str | None
     gone: bool
+    parent_tool_use_id: str | None = None
 
 
 @dataclass
@@ -124,6 +126,8 @@ class _Chunk:
     last_at: datetime | None = None
     cli_cost_usd: Decimal | None = None
     lines_skipped: int = 0
+    sidechain_prompt: NewMessage | None = None
+    """A sub-agent file's first prompt in this chunk: what finds the Agent call it answers."""
 
     def successor(self) -> _Chunk:
         """The next chunk of the same file (this one goes to the writer)."""
@@ -132,15 +136,12 @@ class _Chunk:
 
 @dataclass
 class _Tally:
-    """Usage per model and prompts of a session's stored messages."""
+    """Usage per model of a session's stored messages."""
 
     by_model: dict[str | None, TokenUsage] = field(default_factory=dict)
-    prompts: int = 0
 
     def add(self, message: NewMessage) -> None:
-        if message.type is MessageType.USER and message.subtype == "prompt":
-            self.prompts += 1
-        elif message.type is MessageType.ASSISTANT and message.provider_message_id is not None:
+        if message.type is MessageType.ASSISTANT and message.provider_message_id is not None:
             # Within a file only an API message's first block carries its usage.
             usage = self.by_model.get(message.model, TokenUsage())
             self.by_model[message.model] = TokenUsage(
@@ -167,7 +168,6 @@ class _Target:
     id: uuid.UUID
     title: str | None
     last_accessed_at: datetime
-    turn_count: int
     cli_cost_usd: Decimal
 
 
@@ -176,7 +176,6 @@ _TARGET = sa.select(
     SessionRow.id,
     SessionRow.title,
     SessionRow.last_accessed_at,
-    SessionRow.turn_count,
     SessionRow.cli_total_cost_usd,
 )
 
@@ -199,6 +198,9 @@ def _upsert_file_row(dialect: str) -> Any:
                 insert.excluded.provider_session_id, table.provider_session_id
             ),
             "session_id": sa.func.coalesce(insert.excluded.session_id, table.session_id),
+            "parent_tool_use_id": sa.func.coalesce(
+                insert.excluded.parent_tool_use_id, table.parent_tool_use_id
+            ),
             "lines_skipped": table.lines_skipped + insert.excluded.lines_skipped,
             "last_error": insert.excluded.last_error,
             "gone_at": None,
@@ -217,6 +219,10 @@ class _FileState:
     """Messages were stored or adopted since the session's totals were last computed."""
     usage_stale: bool = False
     """Among them, messages carrying token usage (else only the turn count can change)."""
+    parent_tool_use_id: str | None = None
+    """A sub-agent file's Agent call, once found."""
+    new_prompts: int = 0
+    """The user's prompts stored since the session's turn count was last moved."""
 
 
 class _Writer:
@@ -353,6 +359,7 @@ class TranscriptIndexer:
             TranscriptFileRow.session_id,
             TranscriptFileRow.provider_session_id,
             TranscriptFileRow.gone_at,
+            TranscriptFileRow.parent_tool_use_id,
         )
         if files is not None:
             query = query.where(TranscriptFileRow.path.in_([str(p) for p in files]))
@@ -366,6 +373,7 @@ class TranscriptIndexer:
                     row.session_id,
                     row.provider_session_id,
                     row.gone_at is not None,
+                    row.parent_tool_use_id,
                 )
                 for row in session.execute(query)
             }
@@ -445,7 +453,10 @@ class TranscriptIndexer:
     ) -> None:
         parent = _subagent_parent(path)
         chunk = _Chunk(provider_session_id=parent or (mark.provider_session_id if mark else None))
-        state = _FileState(mark.session_id if mark is not None else None)
+        state = _FileState(
+            mark.session_id if mark is not None else None,
+            parent_tool_use_id=mark.parent_tool_use_id if mark is not None else None,
+        )
         context = LineContext()
         error: str | None = None
         try:
@@ -492,6 +503,13 @@ class TranscriptIndexer:
         if stamp is not None:
             chunk.first_at = chunk.first_at or stamp
             chunk.last_at = stamp
+        if (
+            chunk.sidechain_prompt is None
+            and line.get("isSidechain")
+            and messages[0].type is MessageType.USER
+            and messages[0].subtype == "text"
+        ):
+            chunk.sidechain_prompt = messages[0]
         for message in messages:
             raw_json = raw_json_of(message, line, line_bytes)
             message.raw = None  # kept as text only: the parsed line is dropped now
@@ -522,6 +540,8 @@ class TranscriptIndexer:
                 target = self._target_session(connection, path, chunk, state.session_id, summary)
             changes: dict[str, Any] = {}
             if target is not None:
+                if chunk.messages and _subagent_parent(path) is not None:
+                    self._attach_to_agent_call(connection, path, target.id, chunk, state)
                 if chunk.messages:
                     keep = summary.messages is not None
                     stored, rows = self._store(connection, target, chunk, state, keep_rows=keep)
@@ -542,6 +562,11 @@ class TranscriptIndexer:
                 if final and state.totals_stale:
                     changes.update(self._totals(connection, target, new_usage=state.usage_stale))
                     state.totals_stale = state.usage_stale = False
+                if state.new_prompts:
+                    # Added in SQL: a run of ours counts its own turn when it ends, and its
+                    # prompt is adopted here, never stored again, so no turn counts twice.
+                    changes["turn_count"] = SessionRow.turn_count + state.new_prompts
+                    state.new_prompts = 0
                 if changes:
                     connection.execute(
                         sa.update(SessionRow).where(SessionRow.id == target.id).values(**changes)
@@ -560,6 +585,7 @@ class TranscriptIndexer:
                     "parsed_offset": offset,
                     "provider_session_id": chunk.provider_session_id,
                     "session_id": target.id if target is not None else None,
+                    "parent_tool_use_id": state.parent_tool_use_id,
                     "lines_skipped": chunk.lines_skipped,
                     "last_error": error,
                     "gone_at": None,
@@ -599,7 +625,7 @@ class TranscriptIndexer:
             return None
         folder = path.parent.parent.parent if _subagent_parent(path) else path.parent
         started = chunk.first_at or utcnow()
-        target = _Target(uuid.uuid4(), None, chunk.last_at or started, 0, Decimal(0))
+        target = _Target(uuid.uuid4(), None, chunk.last_at or started, Decimal(0))
         connection.execute(
             sa.insert(SessionRow).values(
                 id=target.id,
@@ -615,6 +641,28 @@ class TranscriptIndexer:
         summary.new_session_ids.add(target.id)
         self._fresh[target.id] = _Tally()
         return target
+
+    def _attach_to_agent_call(
+        self,
+        connection: sa.Connection,
+        path: Path,
+        session_id: uuid.UUID,
+        chunk: _Chunk,
+        state: _FileState,
+    ) -> None:
+        """Store a sub-agent file's messages under the Agent (Task) call it answers, as a run
+        stores the sub-agent messages the CLI streams (the file itself does not name it)."""
+        if state.parent_tool_use_id is None and chunk.sidechain_prompt is not None:
+            state.parent_tool_use_id = _agent_call(
+                connection, path, session_id, chunk.sidechain_prompt
+            )
+        parent = state.parent_tool_use_id
+        if parent is None:
+            return
+        for item in chunk.messages:
+            if item.message.parent_tool_use_id is None:
+                item.message.parent_tool_use_id = parent
+                item.row[_PARENT_COLUMN] = parent
 
     def _store(
         self,
@@ -636,6 +684,10 @@ class TranscriptIndexer:
         if tally is not None:
             for item in stored:
                 tally.add(item.message)
+        state.new_prompts += sum(
+            item.message.type is MessageType.USER and item.message.subtype == "prompt"
+            for item in stored
+        )
         if stored or adopted:
             state.totals_stale = True
         if any(_has_usage(item.message) for item in stored):
@@ -699,15 +751,13 @@ class TranscriptIndexer:
     def _totals(
         self, connection: sa.Connection, target: _Target, *, new_usage: bool
     ) -> dict[str, Any]:
-        """Tokens, cost and turns of the session from its stored messages; for a session this
-        scan created, from the tally kept while storing (reading every row back costs as
-        much as writing it: SQLite keeps the token columns after the big text ones). Without
-        `new_usage`, only the turns are counted again."""
+        """Tokens and cost of the session from its stored messages; for a session this scan
+        created, from the tally kept while storing (reading every row back costs as much as
+        writing it: SQLite keeps the token columns after the big text ones). Without
+        `new_usage`, nothing changes."""
         tally = self._fresh.get(target.id)
         if tally is None and not new_usage:
-            return {
-                "turn_count": max(target.turn_count, self._stored_prompts(connection, target.id))
-            }
+            return {}
         if tally is None:
             tally = self._stored_tally(connection, target.id)
         totals = TokenUsage()
@@ -728,13 +778,12 @@ class TranscriptIndexer:
             "cache_creation_tokens": totals.cache_creation_tokens,
             "cache_read_tokens": totals.cache_read_tokens,
             "total_cost_usd": cost,
-            "turn_count": max(target.turn_count, tally.prompts),
         }
 
     @staticmethod
     def _stored_tally(session: sa.Connection, session_id: uuid.UUID) -> _Tally:
         """Usage per model of the stored assistant messages, each API message id counted once
-        (its blocks may repeat the usage), and the number of prompts."""
+        (its blocks may repeat the usage)."""
         per_message = (
             sa.select(
                 sa.func.max(MessageRow.model).label("model"),
@@ -762,21 +811,7 @@ class TranscriptIndexer:
             ).group_by(per_message.c.model)
         ):
             tally.by_model[model] = TokenUsage(int(inputs), int(outputs), int(writes), int(reads))
-        tally.prompts = TranscriptIndexer._stored_prompts(session, session_id)
         return tally
-
-    @staticmethod
-    def _stored_prompts(connection: sa.Connection, session_id: uuid.UUID) -> int:
-        prompts = connection.scalar(
-            sa.select(sa.func.count())
-            .select_from(MessageRow)
-            .where(
-                MessageRow.session_id == session_id,
-                MessageRow.type == MessageType.USER,
-                MessageRow.subtype == "prompt",
-            )
-        )
-        return int(prompts or 0)
 
     def _price(self, model: str | None) -> Price | None:
         if not model:
@@ -793,6 +828,64 @@ class TranscriptIndexer:
             row.last_error = error
             row.last_scanned_at = now
             row.updated_at = now
+
+
+_AGENT_TOOLS = ("Agent", "Task")
+_PARENT_COLUMN = STORED_COLUMNS.index("parent_tool_use_id")
+
+
+def _agent_call(
+    connection: sa.Connection, path: Path, session_id: uuid.UUID, prompt: NewMessage
+) -> str | None:
+    """The id of the Agent call whose sub-agent wrote `path`, from its first prompt: the call
+    a run of ours stored that prompt under (the CLI streams it), else the latest call of the
+    session with that prompt that no other sub-agent file has claimed."""
+    if prompt.provider_message_uuid is not None:
+        stored = connection.scalar(
+            sa.select(MessageRow.parent_tool_use_id).where(
+                MessageRow.session_id == session_id,
+                MessageRow.provider_message_uuid == prompt.provider_message_uuid,
+                MessageRow.parent_tool_use_id.is_not(None),
+            )
+        )
+        if stored is not None:
+            return str(stored)
+    claimed = set(
+        connection.scalars(
+            sa.select(TranscriptFileRow.parent_tool_use_id).where(
+                TranscriptFileRow.session_id == session_id,
+                TranscriptFileRow.parent_tool_use_id.is_not(None),
+                TranscriptFileRow.path != str(path),
+            )
+        )
+    )
+    calls = connection.scalars(
+        sa.select(MessageRow.raw)
+        .where(
+            MessageRow.session_id == session_id,
+            MessageRow.type == MessageType.ASSISTANT,
+            MessageRow.subtype == "tool_use",
+            MessageRow.text.in_(_AGENT_TOOLS),
+        )
+        .order_by(MessageRow.seq.desc())
+    )
+    wanted = prompt.text.strip()
+    for raw in calls:
+        message = raw.get("message") if isinstance(raw, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            call_input = block.get("input")
+            call_id = block.get("id")
+            if (
+                isinstance(call_id, str)
+                and call_id not in claimed
+                and isinstance(call_input, dict)
+                and str(call_input.get("prompt", "")).strip() == wanted
+            ):
+                return call_id
+    return None
 
 
 def _ends_a_line(handle: BinaryIO, offset: int) -> bool:

@@ -32,7 +32,7 @@ from pocketcode.domain.errors import NotFound
 from pocketcode.domain.states import MessageType
 from pocketcode.services.messages import NewMessage
 
-_COLUMNS = (
+STORED_COLUMNS = (
     "id",
     "session_id",
     "seq",
@@ -53,8 +53,8 @@ _COLUMNS = (
     "cost_usd",
     "created_at",
 )
-_MESSAGE_FIELDS = _COLUMNS[3:-1]
-_RAW = _COLUMNS.index("raw")
+_MESSAGE_FIELDS = STORED_COLUMNS[3:-1]
+_RAW = STORED_COLUMNS.index("raw")
 
 _LOCK_SESSION = (
     sa.select(SessionRow.id).where(SessionRow.id == sa.bindparam("session_id")).with_for_update()
@@ -131,13 +131,13 @@ class Statement:
         marker = "?" if dialect.paramstyle == "qmark" else "%s"
         values = [
             f"CAST({marker} AS JSONB)" if name == "raw" and dialect.name == "postgresql" else marker
-            for name in _COLUMNS
+            for name in STORED_COLUMNS
         ]
-        names, markers = ", ".join(_COLUMNS), ", ".join(values)
+        names, markers = ", ".join(STORED_COLUMNS), ", ".join(values)
         self.sql = f"INSERT INTO {MessageRow.__tablename__} ({names}) VALUES ({markers})"  # noqa: S608
         self.processors: dict[str, Callable[[Any], Any] | None] = {
             name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in _COLUMNS
+            for name in STORED_COLUMNS
             if name != "raw"
         }
         self._fields = [(name, self.processors[name]) for name in _MESSAGE_FIELDS if name != "raw"]

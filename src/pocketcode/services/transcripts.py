@@ -105,6 +105,8 @@ _WRAPPER_PREFIXES = (
 
 
 def _prompt_subtype(line: dict[str, Any]) -> str:
+    if line.get("isSidechain"):
+        return "text"  # a sub-agent's prompt, written by the main agent: not a turn of the user
     if line.get("isCompactSummary"):
         return "compact_summary"
     if line.get("isMeta"):
