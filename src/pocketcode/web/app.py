@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -76,6 +77,10 @@ def create_app(
             app.state.pocketcode = AppState(
                 settings, database, keyring, time.monotonic(), runtime, auth, setup_hash
             )
+            if runtime is not None:
+                # The agent SDK (a third of the modules' objects) is imported by the first run
+                # anyway; imported now, it is frozen below with the rest.
+                importlib.import_module("claude_agent_sdk")
             # What start-up built (the imported modules, the app, the schemas: hundreds of
             # thousands of objects that live as long as the process) leaves the cyclic GC's
             # generations: a full collection walked all of it and paused every request for
