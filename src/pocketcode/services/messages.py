@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
@@ -164,7 +164,7 @@ _SEQ_OF_MESSAGE = (
     .scalar_subquery()
 )
 _LINE_COLUMNS = [getattr(MessageRow, name) for name in MessageLine._fields]
-_PAGE = {
+_PAGE: dict[tuple[str, str], sa.Select[Any]] = {
     (cursor, columns): sa.select(*(selected or [MessageRow]))
     .where(MessageRow.session_id == sa.bindparam("session_id"), MessageRow.seq > after)
     .order_by(MessageRow.seq)
@@ -349,9 +349,12 @@ def _check_limit(limit: int) -> None:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
 
 
+PageColumns = Literal["rows", "lines"]
+
+
 def _page_rows(
     session: Session,
-    columns: str,
+    columns: PageColumns,
     session_id: uuid.UUID,
     after_seq: int | None,
     after_id: uuid.UUID | str | None,
