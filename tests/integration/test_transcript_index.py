@@ -271,6 +271,30 @@ def test_a_subagent_file_attaches_to_its_parent_session_under_its_agent_call(
     assert parents["a1 again"] == parents["a1 done"]
 
 
+def test_a_subagent_file_read_before_its_call_was_stored_moves_under_it_later(
+    db: Database, config_dir: Path, transcript: Path
+) -> None:
+    # The watcher can read a sub-agent's first lines before the main transcript's call.
+    transcript.write_bytes(prompt("use an agent"))
+    agent = transcript.parent / SID / "subagents" / "agent-a1.jsonl"
+    agent.parent.mkdir(parents=True)
+    agent.write_bytes(
+        prompt("sub task", isSidechain=True, agentId="a1") + reply("a1 first", isSidechain=True)
+    )
+    TranscriptIndexer(db, config_dir).scan()
+    assert {m.parent_tool_use_id for m in stored(db)} == {None}
+
+    with transcript.open("ab") as handle:
+        handle.write(agent_call("toolu_1", "sub task"))
+    with agent.open("ab") as handle:
+        handle.write(reply("a1 second", isSidechain=True))
+    TranscriptIndexer(db, config_dir).scan()
+    parents = {m.text: m.parent_tool_use_id for m in stored(db)}
+    assert parents["sub task"] == parents["a1 first"] == parents["a1 second"] == "toolu_1"
+    assert parents["use an agent"] is None and parents["Agent"] is None
+    assert file_row(db, agent).parent_tool_use_id == "toolu_1"
+
+
 def test_a_subagent_file_without_its_call_stays_in_the_main_conversation(
     db: Database, config_dir: Path, transcript: Path
 ) -> None:

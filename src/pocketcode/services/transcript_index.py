@@ -128,6 +128,9 @@ class _Chunk:
     lines_skipped: int = 0
     sidechain_prompt: NewMessage | None = None
     """A sub-agent file's first prompt in this chunk: what finds the Agent call it answers."""
+    earlier_uuids: list[str] = field(default_factory=list)
+    """A sub-agent file read again from its start because its call was not found then: the
+    messages stored before, to move under the call once it is found."""
 
     def successor(self) -> _Chunk:
         """The next chunk of the same file (this one goes to the writer)."""
@@ -459,6 +462,11 @@ class TranscriptIndexer:
         )
         context = LineContext()
         error: str | None = None
+        if parent is not None and state.parent_tool_use_id is None and offset > 0:
+            # The call was not stored yet when the file's start was read: look again.
+            chunk.sidechain_prompt, chunk.earlier_uuids = _sidechain_head(
+                handle, offset, self.max_line_bytes
+            )
         try:
             for raw, consumed in complete_lines(handle, self.max_line_bytes):
                 offset += consumed
@@ -659,6 +667,19 @@ class TranscriptIndexer:
         parent = state.parent_tool_use_id
         if parent is None:
             return
+        for start in range(0, len(chunk.earlier_uuids), _LOOKUP_SLICE):
+            connection.execute(
+                sa.update(MessageRow)
+                .where(
+                    MessageRow.session_id == session_id,
+                    MessageRow.parent_tool_use_id.is_(None),
+                    MessageRow.provider_message_uuid.in_(
+                        chunk.earlier_uuids[start : start + _LOOKUP_SLICE]
+                    ),
+                )
+                .values(parent_tool_use_id=parent),
+                execution_options={"synchronize_session": False},
+            )
         for item in chunk.messages:
             if item.message.parent_tool_use_id is None:
                 item.message.parent_tool_use_id = parent
@@ -831,6 +852,43 @@ class TranscriptIndexer:
 
 
 _AGENT_TOOLS = ("Agent", "Task")
+_HEAD_LIMIT = 8 * 1024 * 1024
+"""A sub-agent file whose call is still unknown is read again from its start only up to this
+size: an orphan file growing forever must not be re-read on every append."""
+_LOOKUP_SLICE = 5000
+
+
+def _sidechain_head(
+    handle: BinaryIO, end: int, max_line_bytes: int
+) -> tuple[NewMessage | None, list[str]]:
+    """The first sub-agent prompt and the message uuids of a file's bytes before `end`; the
+    handle is left at `end`."""
+    prompt: NewMessage | None = None
+    uuids: list[str] = []
+    if end <= _HEAD_LIMIT:
+        handle.seek(0)
+        read = 0
+        context = LineContext()
+        for raw, consumed in complete_lines(handle, max_line_bytes):
+            read += consumed
+            line = parse_line(raw) if raw is not None else None
+            if line is not None:
+                for message in messages_from_line(line, include_prompts=True, context=context):
+                    if message.provider_message_uuid is not None:
+                        uuids.append(message.provider_message_uuid)
+                    if (
+                        prompt is None
+                        and line.get("isSidechain")
+                        and message.type is MessageType.USER
+                        and message.subtype == "text"
+                    ):
+                        prompt = message
+            if read >= end:
+                break
+    handle.seek(end)
+    return prompt, uuids
+
+
 _PARENT_COLUMN = STORED_COLUMNS.index("parent_tool_use_id")
 
 
