@@ -50,6 +50,7 @@ from pocketcode.services.messages import NewMessage
 from pocketcode.services.pricing import Price, PricingService, TokenUsage, compute_cost
 from pocketcode.services.sessions import claude_config_dir
 from pocketcode.services.transcript_store import (
+    LOOKUP_SLICE,
     NUL_REPLACEMENT,
     STORED_COLUMNS,
     RawMessage,
@@ -511,12 +512,7 @@ class TranscriptIndexer:
         if stamp is not None:
             chunk.first_at = chunk.first_at or stamp
             chunk.last_at = stamp
-        if (
-            chunk.sidechain_prompt is None
-            and line.get("isSidechain")
-            and messages[0].type is MessageType.USER
-            and messages[0].subtype == "text"
-        ):
+        if chunk.sidechain_prompt is None and _is_sidechain_prompt(line, messages[0]):
             chunk.sidechain_prompt = messages[0]
         for message in messages:
             raw_json = raw_json_of(message, line, line_bytes)
@@ -667,14 +663,14 @@ class TranscriptIndexer:
         parent = state.parent_tool_use_id
         if parent is None:
             return
-        for start in range(0, len(chunk.earlier_uuids), _LOOKUP_SLICE):
+        for start in range(0, len(chunk.earlier_uuids), LOOKUP_SLICE):
             connection.execute(
                 sa.update(MessageRow)
                 .where(
                     MessageRow.session_id == session_id,
                     MessageRow.parent_tool_use_id.is_(None),
                     MessageRow.provider_message_uuid.in_(
-                        chunk.earlier_uuids[start : start + _LOOKUP_SLICE]
+                        chunk.earlier_uuids[start : start + LOOKUP_SLICE]
                     ),
                 )
                 .values(parent_tool_use_id=parent),
@@ -855,7 +851,13 @@ _AGENT_TOOLS = ("Agent", "Task")
 _HEAD_LIMIT = 8 * 1024 * 1024
 """A sub-agent file whose call is still unknown is read again from its start only up to this
 size: an orphan file growing forever must not be re-read on every append."""
-_LOOKUP_SLICE = 5000
+
+
+def _is_sidechain_prompt(line: dict[str, Any], message: NewMessage) -> bool:
+    """Whether the message is a sub-agent's prompt (what finds the Agent call it answers)."""
+    return bool(line.get("isSidechain")) and (
+        message.type is MessageType.USER and message.subtype == "text"
+    )
 
 
 def _sidechain_head(
@@ -876,12 +878,7 @@ def _sidechain_head(
                 for message in messages_from_line(line, include_prompts=True, context=context):
                     if message.provider_message_uuid is not None:
                         uuids.append(message.provider_message_uuid)
-                    if (
-                        prompt is None
-                        and line.get("isSidechain")
-                        and message.type is MessageType.USER
-                        and message.subtype == "text"
-                    ):
+                    if prompt is None and _is_sidechain_prompt(line, message):
                         prompt = message
             if read >= end:
                 break

@@ -84,7 +84,7 @@ _BUMP_SEQ_USER = (
 )
 NUL_REPLACEMENT = "\ufffd"
 # Lookups of stored uuids go in slices: SQLite allows 32,766 variables per statement.
-_LOOKUP_SLICE = 5000
+LOOKUP_SLICE = 5000
 
 
 @dataclass
@@ -232,11 +232,11 @@ def _without_stored(
     if uuids:
         if connection.dialect.name != "sqlite":
             connection.execute(_LOCK_SESSION, {"session_id": session_id})
-        for start in range(0, len(uuids), _LOOKUP_SLICE):
+        for start in range(0, len(uuids), LOOKUP_SLICE):
             seen.update(
                 connection.scalars(
                     _STORED_UUIDS,
-                    {"session_id": session_id, "uuids": uuids[start : start + _LOOKUP_SLICE]},
+                    {"session_id": session_id, "uuids": uuids[start : start + LOOKUP_SLICE]},
                 )
             )
     fresh: list[RawMessage] = []
