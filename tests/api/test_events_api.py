@@ -6,6 +6,7 @@ PostgreSQL; the reconnect test drives the real Claude Code CLI against the scrip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -61,6 +62,7 @@ class Served:
     app: FastAPI
     base_url: str
     token: str
+    server: uvicorn.Server
 
     @property
     def db(self) -> Database:
@@ -134,7 +136,7 @@ async def serve(
         state.runtime = runtime or cast(Any, SimpleNamespace(bus=bus))
         user = await anyio.to_thread.run_sync(state.auth.create_user, "owner", PASSWORD)
         token = await anyio.to_thread.run_sync(state.auth.create_token, user.id, "events")
-        yield Served(app, f"http://127.0.0.1:{port}", token.token)
+        yield Served(app, f"http://127.0.0.1:{port}", token.token, server)
     finally:
         server.should_exit = True
         with anyio.fail_after(10):
@@ -302,6 +304,99 @@ async def test_heartbeats_keep_coming_with_the_cursor(
                         break
         assert [beat.id for beat in beats] == ["1"] * 4
         assert beats[0].data["sessionId"] == str(session_id)
+
+
+async def test_a_busy_stream_still_gets_its_heartbeats(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    """Heartbeats keep their period while events keep the stream busy (they carry the cursor
+    a client without messages comes back with)."""
+    from pocketcode.services.events import Event
+
+    session_id = new_session(db, tmp_path)
+    async with (
+        serve(settings, db, bus, heartbeat_interval=0.1) as served,
+        served.client() as client,
+        client.stream("GET", f"/api/sessions/{session_id}/events") as response,
+    ):
+        await read_until(response, is_heartbeat)
+
+        async def keep_busy() -> None:
+            for index in range(100):
+                await bus.publish(Event(session_id, "delta", None, {"i": index}))
+                await asyncio.sleep(0.01)
+
+        busy = asyncio.create_task(keep_busy())
+        seen = await read_until(response, lambda item: item.data.get("i") == 99)
+        await busy
+    deltas = [item.data["i"] for item in seen if item.event == "delta"]
+    assert deltas == list(range(100))
+    assert sum(map(is_heartbeat, seen)) >= 4  # ~1 s of deltas, a heartbeat every 0.1 s
+
+
+async def test_stream_headers_keep_proxies_from_caching_or_buffering(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    session_id = new_session(db, tmp_path)
+    async with serve(settings, db, bus) as served, served.client() as client:
+        for path in (f"/api/sessions/{session_id}/events", "/api/events"):
+            async with client.stream("GET", path) as response:
+                headers = response.headers
+                assert headers["content-type"] == "text/event-stream; charset=utf-8"
+                assert headers["cache-control"] == "no-cache, no-store, no-transform"
+                assert headers["x-accel-buffering"] == "no"
+                assert headers["connection"] == "keep-alive"
+                assert headers["x-content-type-options"] == "nosniff"  # the middleware's
+                assert headers["transfer-encoding"] == "chunked"
+
+
+async def test_a_client_that_leaves_frees_its_subscription_at_once(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    session_id = new_session(db, tmp_path)
+    paths = [
+        f"/api/sessions/{session_id}/events",
+        "/api/events",
+        f"/api/sessions/{session_id}/messages/stream",
+    ]
+    # Long heartbeats: nothing is written to the stream after the client left, so only the
+    # disconnect can end it.
+    async with serve(settings, db, bus, heartbeat_interval=60) as served:
+        for path in paths:
+            async with served.client() as client, client.stream("GET", path) as response:
+                await anext(frames(response))  # the opening frame: subscribed
+                assert bus.subscriber_count == 1
+            with anyio.fail_after(2):
+                while bus.subscriber_count:  # noqa: ASYNC110 - a counter, no event to wait on
+                    await asyncio.sleep(0.01)
+
+
+async def test_open_streams_end_cleanly_when_the_server_stops(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    """uvicorn waits for open responses before it shuts the app down: every kind of stream
+    ends its body when the server is told to exit, and the server stops."""
+    session_id = new_session(db, tmp_path)
+    paths = [
+        f"/api/sessions/{session_id}/events",
+        "/api/events",
+        f"/api/sessions/{session_id}/messages/stream",
+    ]
+    async with (
+        serve(settings, db, bus, heartbeat_interval=60, pokecode_heartbeat_interval=60) as served,
+        served.client() as client,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        responses = [await streams.enter_async_context(client.stream("GET", p)) for p in paths]
+        for response in responses:
+            await anext(frames(response))
+        served.server.should_exit = True
+        with anyio.fail_after(3):
+            for response in responses:
+                # The end of a chunked body, not a cut connection (httpx would raise).
+                rest = [item async for item in frames(response)]
+                assert all(item.event != "message" for item in rest)
+        assert bus.subscriber_count == 0
 
 
 async def test_a_resync_is_passed_on_and_followed_by_the_missed_messages(

@@ -23,6 +23,7 @@ so a wake-up lost with a connection only delays a job, never strands it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -71,14 +72,14 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
-    def wire_json(self) -> str:
-        """`data` with the session id, as one line of JSON: encoded once, however many
-        streams send the event."""
+    def wire_json(self) -> bytes:
+        """`data` with the session id, as one line of JSON in UTF-8: encoded once, however
+        many streams send the event."""
         return json.dumps(
             {**self.data, "sessionId": str(self.session_id)},
             separators=(",", ":"),
             ensure_ascii=False,
-        )
+        ).encode()
 
 
 def resync_event(session_id: uuid.UUID, reason: str) -> Event:
@@ -146,19 +147,14 @@ def message_event(row: MessageRow) -> Event:
     return Event(row.session_id, MESSAGE, row.seq, data)
 
 
-class _Closed:
-    """Ends a subscription's iteration."""
-
-
-_CLOSED = _Closed()
-
-
 class Subscription:
-    """The events of one session (or of all), in publication order, as an async iterator.
+    """The events of one session (or of all), in publication order, for one reader.
 
     At most `max_queue` events wait here. Past that, the subscriber gets one "resync" event and
     every further event is dropped until it has read that marker; it then replays from the
-    database. The publisher never waits for a subscriber.
+    database. The publisher never waits for a subscriber: offering an event appends it and, if
+    the reader is waiting, resolves its one future (no queue machinery per event, since every
+    event is offered to every stream).
     """
 
     def __init__(self, bus: EventBus, session_id: uuid.UUID | None, max_queue: int) -> None:
@@ -168,14 +164,20 @@ class Subscription:
         self.max_queue = max_queue
         self.dropped = 0
         self._bus = bus
-        # Unbounded as a type, bounded by `_offer`: at most max_queue events + marker + end.
-        self._queue: asyncio.Queue[Event | _Closed] = asyncio.Queue()
+        # At most max_queue events + the marker.
+        self._events: collections.deque[Event] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._marker_pending = False
         self._closed = False
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """What is left to read: the events waiting, and the end once closed."""
+        return len(self._events) + self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _offer(self, event: Event) -> None:
         if self._closed:
@@ -185,36 +187,48 @@ class Subscription:
             return
         if event.type == RESYNC:
             self._marker_pending = True
-            self._queue.put_nowait(event)
-        elif self._queue.qsize() >= self.max_queue:
+        elif len(self._events) >= self.max_queue:
             self._marker_pending = True
             self.dropped += 1
-            self._queue.put_nowait(resync_event(self.session_id or ALL_SESSIONS, "overflow"))
-        else:
-            self._queue.put_nowait(event)
+            event = resync_event(self.session_id or ALL_SESSIONS, "overflow")
+        self._events.append(event)
+        self.wake()
 
-    async def get(self) -> Event:
-        """The next event (StopAsyncIteration once closed); bound the wait with
-        `asyncio.timeout`."""
-        item = await self._queue.get()
-        if isinstance(item, _Closed):
-            self._queue.put_nowait(item)  # later calls end too
-            raise StopAsyncIteration
-        if item.type == RESYNC:
-            self._marker_pending = False
-        return item
+    def wake(self) -> None:
+        """Return a pending `wait()` now (the bus calls it for an event; a stream's timer, for
+        a heartbeat)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until an event is waiting, the subscription is closed or `wake()` is called."""
+        if self._events or self._closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     def get_nowait(self) -> Event | None:
         """The next event if one is waiting, else None (also once closed)."""
-        if self._queue.empty():
+        if not self._events:
             return None
-        item = self._queue.get_nowait()
-        if isinstance(item, _Closed):
-            self._queue.put_nowait(item)
-            return None
-        if item.type == RESYNC:
+        event = self._events.popleft()
+        if event.type == RESYNC:
             self._marker_pending = False
-        return item
+        return event
+
+    async def get(self) -> Event:
+        """The next event (StopAsyncIteration once closed and read to the end); bound the wait
+        with `asyncio.timeout`."""
+        while (event := self.get_nowait()) is None:
+            if self._closed:
+                raise StopAsyncIteration
+            await self.wait()
+        return event
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -223,10 +237,11 @@ class Subscription:
         return await self.get()
 
     def close(self) -> None:
+        """Stop receiving events: the reader gets those already waiting, then the end."""
         if not self._closed:
             self._closed = True
             self._bus._unsubscribe(self)
-            self._queue.put_nowait(_CLOSED)
+            self.wake()
 
     def __enter__(self) -> Subscription:
         return self
@@ -287,6 +302,11 @@ class EventBus:
         return not self.db.is_sqlite
 
     # -- subscribers ----------------------------------------------------------------------------
+
+    @property
+    def subscriber_count(self) -> int:
+        """Open subscriptions in this process (a stream holds one while it is open)."""
+        return len(self._everything) + sum(len(s) for s in self._by_session.values())
 
     def subscribe(self, session_id: uuid.UUID | None = None, max_queue: int = 1000) -> Subscription:
         """Events of one session, or of every session when `session_id` is None."""

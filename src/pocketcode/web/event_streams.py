@@ -33,10 +33,11 @@ that is ahead of the session, also gets a "resync" and the stream starts from no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,9 +88,10 @@ def parse_session_cursor(text: str) -> int:
 
 
 def encode_all_cursor(since_ms: int, positions: dict[uuid.UUID, int]) -> str:
-    parts = [_ALL_CURSOR_PREFIX, str(since_ms)]
-    parts.extend(f"{_hex(session_id)}-{seq}" for session_id, seq in sorted(positions.items()))
-    return ".".join(parts)
+    # Sorted as text: 32 hex digits each, so the order of the ids, without comparing UUIDs
+    # (a Python-level comparison; the cursor is written on every message frame).
+    parts = sorted([f"{_hex(session_id)}-{seq}" for session_id, seq in positions.items()])
+    return ".".join([_ALL_CURSOR_PREFIX, str(since_ms), *parts])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -117,34 +119,60 @@ def _from_ms(milliseconds: int) -> datetime:
 # -- the stream ---------------------------------------------------------------------------------
 
 
-async def events_or_heartbeats(
+class _Heartbeat:
+    """Marks a heartbeat due every `interval` seconds and wakes the stream's wait: one timer
+    per period, not one per wait."""
+
+    def __init__(self, subscription: Subscription, interval: float) -> None:
+        self._subscription = subscription
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self.due = False
+        self._timer = self._loop.call_later(interval, self._fire)
+
+    def _fire(self) -> None:
+        self.due = True
+        self._subscription.wake()
+
+    def restart(self) -> None:
+        self.due = False
+        self._timer = self._loop.call_later(self._interval, self._fire)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+async def event_batches(
     subscription: Subscription, interval: float
-) -> AsyncIterator[Event | None]:
-    """The subscription's events, with None every `interval` seconds (a fixed period, not
-    only when idle) for a heartbeat; ends when the bus stops (server shutting down)."""
-    deadline = time.monotonic() + interval
-    while True:
-        # An event already waiting needs no timer (a busy stream's common case).
-        ready = subscription.get_nowait() if time.monotonic() < deadline else None
-        if ready is not None:
-            yield ready
-            continue
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                event = await subscription.get()
-        except TimeoutError:
-            yield None
-            deadline = time.monotonic() + interval
-            continue
-        except StopAsyncIteration:
-            return
-        yield event
+) -> AsyncGenerator[tuple[list[Event], bool], None]:
+    """What a stream sends next: the events waiting (up to _COALESCE: they go out in one
+    write, since under load the cost of a send, not of an event, is what a busy stream pays)
+    and whether a heartbeat is due (every `interval` seconds, busy or idle). Ends once the
+    subscription is closed (client gone, server stopping) and read."""
+    heartbeat = _Heartbeat(subscription, interval)
+    try:
+        while True:
+            events: list[Event] = []
+            while len(events) < _COALESCE and (event := subscription.get_nowait()) is not None:
+                events.append(event)
+            if events or heartbeat.due:
+                due = heartbeat.due
+                if due:
+                    heartbeat.restart()
+                yield events, due
+            elif subscription.closed:
+                return
+            else:
+                await subscription.wait()
+    finally:
+        heartbeat.cancel()
 
 
 class EventStream:
     """The frames of one client's stream: of one session, or of every one (`session_id` None).
 
-    `cursor` is what the client sent (Last-Event-ID or `after`), None on a first connection."""
+    `cursor` is what the client sent (Last-Event-ID or `after`), None on a first connection.
+    The stream subscribes to the bus when it is made; `close` ends its frames."""
 
     def __init__(
         self,
@@ -159,6 +187,10 @@ class EventStream:
         self.session_id = session_id
         self.requested = cursor
         self.options = options
+        # Subscribed before anything is read: a message stored from now on is either in the
+        # database when we read it or arrives on the subscription (or both; seqs tell them
+        # apart).
+        self.subscription = bus.subscribe(session_id, options.max_queue)
         self.messages = MessageService(db)
         self.permissions = PermissionService(db)
         # The last seq the client has, per session.
@@ -175,27 +207,32 @@ class EventStream:
             return str(self.positions.get(self.session_id, 0))
         return encode_all_cursor(self.since_ms, self.positions)
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        with self.bus.subscribe(self.session_id, self.options.max_queue) as subscription:
-            # Subscribed before anything is read: a message stored from now on is either in
-            # the database when we read it or arrives below (or both; seqs tell them apart).
+    def close(self) -> None:
+        self.subscription.close()
+
+    async def frames(self) -> AsyncGenerator[bytes, None]:
+        try:
             yield retry_frame(self.options.retry_ms)
             async for chunk in self._open():
                 yield chunk
             yield self._heartbeat()
             async for chunk in self._pending_permissions(self.session_id):
                 yield chunk
-            ticking = events_or_heartbeats(subscription, self.options.heartbeat_interval)
-            async for event in ticking:
-                if event is None:
-                    yield self._heartbeat()
-                    continue
-                # Events that queued up meanwhile go out in one write: under load the cost
-                # of a send, not of an event, is what a busy stream pays.
-                chunks = [chunk async for chunk in self._on_event(event)]
-                while len(chunks) < _COALESCE and (more := subscription.get_nowait()):
-                    chunks.extend([chunk async for chunk in self._on_event(more)])
-                yield b"".join(chunks)
+            interval = self.options.heartbeat_interval
+            async with contextlib.aclosing(event_batches(self.subscription, interval)) as batches:
+                async for events, heartbeat_due in batches:
+                    chunks: list[bytes] = []
+                    for event in events:
+                        live = self._live_frame(event)
+                        if live is None:
+                            chunks.extend([chunk async for chunk in self._on_event(event)])
+                        else:
+                            chunks.append(live)
+                    if heartbeat_due:
+                        chunks.append(self._heartbeat())
+                    yield b"".join(chunks)
+        finally:
+            self.close()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -280,6 +317,23 @@ class EventStream:
 
     # -- live -----------------------------------------------------------------------------
 
+    def _live_frame(self, event: Event) -> bytes | None:
+        """The frame of a live event that needs no database read — the next message of a
+        session the stream knows, a message it sent already (b""), an ephemeral event — or
+        None (`_on_event` handles it). The common case, for every stream and event, so it
+        stays synchronous."""
+        if event.type == MESSAGE and event.seq is not None:
+            position = self.positions.get(event.session_id)
+            if position is None or event.seq > position + 1:
+                return None
+            if event.seq <= position:
+                return b""
+            self.positions[event.session_id] = event.seq
+            return self._message_frame(event)
+        if event.type == RESYNC:
+            return None
+        return frame_json(event.wire_json, event=event.type)
+
     async def _on_event(self, event: Event) -> AsyncIterator[bytes]:
         if event.type == MESSAGE and event.seq is not None:
             position = await self._position(event.session_id)
@@ -340,28 +394,37 @@ class PokecodeStream:
         self.options = options
         self.messages = MessageService(db)
         self.position = 0
+        self.subscription = bus.subscribe(session_id, options.max_queue)
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        with self.bus.subscribe(self.session_id, self.options.max_queue) as subscription:
+    def close(self) -> None:
+        self.subscription.close()
+
+    async def frames(self) -> AsyncGenerator[bytes, None]:
+        try:
             yield retry_frame(self.options.retry_ms)
             last = await anyio.to_thread.run_sync(self.messages.last_seq, self.session_id)
             self.position = last or 0
-            ticking = events_or_heartbeats(subscription, self.options.pokecode_heartbeat_interval)
-            async for event in ticking:
-                if event is None:
-                    yield frame({"type": "heartbeat", "data": {}})
-                    continue
-                if (event.type == MESSAGE and (event.seq or 0) > self.position) or (
-                    event.type == RESYNC
-                ):
-                    # Read from the database in seq order: it also fills any gap left by
-                    # events that reached us out of order or were dropped.
-                    async for chunk in self._stored_since_position():
-                        yield chunk
-                elif event.type == "done":
-                    async for chunk in self._stored_since_position():
-                        yield chunk
-                    yield frame({"type": "update", "data": {"state": "done", "message": None}})
+            interval = self.options.pokecode_heartbeat_interval
+            async with contextlib.aclosing(event_batches(self.subscription, interval)) as batches:
+                async for events, heartbeat_due in batches:
+                    for event in events:
+                        async for chunk in self._on_event(event):
+                            yield chunk
+                    if heartbeat_due:
+                        yield frame({"type": "heartbeat", "data": {}})
+        finally:
+            self.close()
+
+    async def _on_event(self, event: Event) -> AsyncIterator[bytes]:
+        if (event.type == MESSAGE and (event.seq or 0) > self.position) or event.type == RESYNC:
+            # Read from the database in seq order: it also fills any gap left by events that
+            # reached us out of order or were dropped.
+            async for chunk in self._stored_since_position():
+                yield chunk
+        elif event.type == "done":
+            async for chunk in self._stored_since_position():
+                yield chunk
+            yield frame({"type": "update", "data": {"state": "done", "message": None}})
 
     async def _stored_since_position(self) -> AsyncIterator[bytes]:
         while True:

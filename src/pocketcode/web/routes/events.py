@@ -10,14 +10,13 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
-from sse_starlette import EventSourceResponse
 
 from pocketcode.services.events import EventBus
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.deps import app_state
 from pocketcode.web.event_streams import EventStream, PokecodeStream, StreamOptions
 from pocketcode.web.schemas import errors
-from pocketcode.web.sse import event_stream_response, refuse_cross_site
+from pocketcode.web.sse import EventStreamResponse, refuse_cross_site
 
 router = APIRouter(tags=["events"])
 
@@ -49,7 +48,7 @@ Options = Annotated[StreamOptions, Depends(stream_options)]
 
 @router.get(
     "/api/sessions/{session_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStreamResponse,
     responses={200: _STREAM_DOC, **errors(403, 404, 503)},
 )
 async def session_events(
@@ -58,19 +57,19 @@ async def session_events(
     options: Options,
     after: Cursor = None,
     last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """A session's events: stored messages (`id:` = seq) after `Last-Event-ID` or `after`,
     then live ones, with deltas, state, queue, permission, done, resync and heartbeats."""
     refuse_cross_site(request)
     state = app_state(request)
     row = await anyio.to_thread.run_sync(SessionService(state.db, []).get, session_id)
     stream = EventStream(state.db, event_bus(request), row.id, last_event_id or after, options)
-    return event_stream_response(stream.frames())
+    return EventStreamResponse(stream)
 
 
 @router.get(
     "/api/events",
-    response_class=EventSourceResponse,
+    response_class=EventStreamResponse,
     responses={200: _STREAM_DOC, **errors(403, 503)},
 )
 async def all_events(
@@ -80,13 +79,13 @@ async def all_events(
         str | None, Query(description="Resume after this cursor on a first connection.")
     ] = None,
     last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """The events of every session on one connection (browsers allow six per host); `id:` is
     a cursor of per-session positions."""
     refuse_cross_site(request)
     state = app_state(request)
     stream = EventStream(state.db, event_bus(request), None, last_event_id or after, options)
-    return event_stream_response(stream.frames())
+    return EventStreamResponse(stream)
 
 
 _POKECODE_HEADERS = {
@@ -98,12 +97,12 @@ _POKECODE_HEADERS = {
 
 @router.get(
     "/api/sessions/{session_id}/messages/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStreamResponse,
     responses={200: _STREAM_DOC, **errors(403, 404, 503)},
 )
 async def pokecode_message_stream(
     request: Request, session_id: str, options: Options
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """PokéCode's stream: data-only frames `{type:'update', data:{state:'running', message}}`
     per stored message, `{state:'done', message:null}` when a run ends, and
     `{type:'heartbeat', data:{}}`. Its client appends what it gets without ids, so the stream
@@ -112,4 +111,4 @@ async def pokecode_message_stream(
     state = app_state(request)
     row = await anyio.to_thread.run_sync(SessionService(state.db, []).get, session_id)
     stream = PokecodeStream(state.db, event_bus(request), row.id, options)
-    return event_stream_response(stream.frames(), headers=_POKECODE_HEADERS)
+    return EventStreamResponse(stream, headers=_POKECODE_HEADERS)
