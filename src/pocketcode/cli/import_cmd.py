@@ -23,6 +23,17 @@ def import_transcripts(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            help="Processes that parse and store at once (default: one per CPU, at most 4). "
+            "Used when there is at least 64 MiB to read.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Import terminal Claude Code sessions (incremental: unchanged files are not read)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -32,7 +43,11 @@ def import_transcripts(
     from pocketcode.db import migrate
     from pocketcode.domain.errors import InvalidInput
     from pocketcode.services.sessions import claude_config_dir
-    from pocketcode.services.transcript_index import TranscriptIndexer, transcript_files
+    from pocketcode.services.transcript_index import (
+        TranscriptIndexer,
+        default_workers,
+        transcript_files,
+    )
 
     target = (path or claude_config_dir()).expanduser().resolve()
     files: list[Path] | None
@@ -61,7 +76,9 @@ def import_transcripts(
             def advance(current: Path, done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total, name=current.name[:40])
 
-            summary = indexer.scan(files, progress=advance, pause_gc=True)
+            summary = indexer.scan(
+                files, progress=advance, pause_gc=True, workers=workers or default_workers()
+            )
 
     table = Table(title="Import summary", show_header=False)
     table.add_column("what")

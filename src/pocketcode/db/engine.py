@@ -8,7 +8,9 @@ pool whose connections are dropped after an idle timeout (the seed's pool settin
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -167,7 +169,11 @@ def create_db_engine(
 class Database:
     """The one way into the database: a read session or a write transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, process_lock: Path | None = None) -> None:
+        """`process_lock`: a lock file that processes writing the same SQLite database at
+        once take around each write transaction (`pocketcode import`'s workers): they take
+        turns at once instead of polling SQLite's busy handler, whose back-off sleeps would
+        leave the database idle. Not needed by PostgreSQL, which locks rows."""
         self.engine = engine
         self._read = sessionmaker(bind=engine, expire_on_commit=False)
         self._write = sessionmaker(
@@ -182,6 +188,9 @@ class Database:
         self._checkpointer: _Checkpointer | None = (
             _Checkpointer(engine, CHECKPOINT_INTERVAL) if engine.dialect.name == "sqlite" else None
         )
+        self._process_lock: int | None = None
+        if process_lock is not None and engine.dialect.name == "sqlite":
+            self._process_lock = os.open(process_lock, os.O_RDWR | os.O_CREAT, 0o600)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -222,7 +231,14 @@ class Database:
             yield
             return
         with self._sqlite_write_lock:
-            yield
+            if self._process_lock is None:
+                yield
+            else:
+                fcntl.flock(self._process_lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(self._process_lock, fcntl.LOCK_UN)
         assert self._checkpointer is not None
         self._checkpointer.wrote()
 
@@ -240,3 +256,6 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
+        if self._process_lock is not None:
+            os.close(self._process_lock)
+            self._process_lock = None

@@ -20,6 +20,7 @@ from pocketcode.db.types import (
     UTCDateTime,
     enum_column_type,
     money,
+    new_id,
     utcnow,
 )
 from pocketcode.domain.states import (
@@ -77,7 +78,7 @@ class SessionRow(Base):
 
     __tablename__ = "sessions"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     provider: Mapped[Provider] = mapped_column(
         enum_column_type(Provider, "provider"), default=Provider.CLAUDE_CODE
     )
@@ -215,7 +216,7 @@ class MessageRow(Base):
 
     __tablename__ = "session_messages"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     session_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column()
     type: Mapped[MessageType] = mapped_column(enum_column_type(MessageType, "type"))
@@ -240,8 +241,13 @@ class MessageRow(Base):
         sa.UniqueConstraint("session_id", "seq"),
         sa.UniqueConstraint("session_id", "provider_message_uuid"),
         sa.Index(None, "created_at"),
-        sa.Index(None, "provider_session_id"),
-        sa.Index(None, "job_id"),
+        # Most messages have no job (every imported one): only those with one are indexed.
+        sa.Index(
+            None,
+            "job_id",
+            sqlite_where=sa.text("job_id IS NOT NULL"),
+            postgresql_where=sa.text("job_id IS NOT NULL"),
+        ),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 import zstandard
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+from uuid_utils.compat import uuid7
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -41,6 +43,16 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_id() -> uuid.UUID:
+    """A time-ordered id (UUIDv7) for a row of a big, growing table (sessions, messages).
+
+    Its index is a B-tree on both databases: with random ids (v4) every insert lands on a
+    random leaf page, and each commit rewrites a page of the index per row (an import of 420,000
+    messages wrote 4 GB of SQLite WAL for a 1.8 GB database); ids that grow with time append to
+    the index's last pages. Unique like v4: 74 random bits beside the millisecond timestamp."""
+    return uuid7()
 
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -73,7 +85,7 @@ transcript JSON."""
 _codecs = threading.local()
 
 
-def compress_json(document: bytes) -> bytes:
+def compress_json(document: bytes | memoryview) -> bytes:
     """A JSON document compressed with zstd (one compressor per thread: they are not
     thread-safe)."""
     compressor = getattr(_codecs, "compressor", None)

@@ -24,11 +24,15 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import multiprocessing
+import multiprocessing.queues
 import os
 import queue
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -42,9 +46,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from pocketcode.agents.claude_code import LineContext
-from pocketcode.db.engine import Database
+from pocketcode.db.engine import Database, create_db_engine
 from pocketcode.db.tables import MessageRow, SessionRow, TranscriptFileRow
-from pocketcode.db.types import utcnow
+from pocketcode.db.types import new_id, utcnow
 from pocketcode.domain.states import MessageType, Provider
 from pocketcode.services.messages import NewMessage
 from pocketcode.services.pricing import Price, PricingService, TokenUsage, compute_cost
@@ -98,6 +102,14 @@ class ScanSummary:
     updated_session_ids: set[uuid.UUID] = field(default_factory=set)
     messages: list[MessageRow] | None = None
     """The messages stored by this scan, with `keep_messages` (else None): what to publish."""
+
+    def add(self, other: ScanSummary) -> None:
+        """Count a worker's part of the scan in this one."""
+        for name, value in vars(other).items():
+            if isinstance(value, int) and name != "files_total":
+                setattr(self, name, getattr(self, name) + value)
+        self.new_session_ids |= other.new_session_ids
+        self.updated_session_ids |= other.updated_session_ids
 
 
 @dataclass
@@ -262,6 +274,91 @@ class _Writer:
             raise self._error
 
 
+class _InlineWriter(_Writer):
+    """Does the database work at once, on the scanning thread: for a worker process, whose
+    parsing overlaps with the other workers' writing instead. (Two busy threads of one process
+    take turns on the GIL: parsing and storing on threads overlapped less than on processes, and
+    the turns themselves cost CPU.)"""
+
+    def __init__(self) -> None:
+        pass
+
+    def submit(self, work: Callable[[], object]) -> None:
+        work()
+
+    def finish(self) -> None:
+        pass
+
+
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+"""A scan asked to use workers still runs in its own process below this many bytes to read:
+starting a worker costs ~0.5 s of CPU."""
+
+
+MAX_WORKERS = 4
+"""More workers than this gain nothing on SQLite, where one of them writes at a time."""
+
+
+def default_workers() -> int:
+    """Worker processes for an import: one per CPU this process may use, at most
+    `MAX_WORKERS`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def _shared_database(db: Database) -> bool:
+    """Whether another process can open the database (not an in-memory SQLite one)."""
+    url = db.engine.url
+    if url.get_backend_name() != "sqlite":
+        return True
+    name = url.database or ""
+    return bool(name) and name != ":memory:" and "mode=memory" not in name
+
+
+@dataclass
+class _WorkerJob:
+    """What a worker process gets: where the database and transcripts are, its files and their
+    watermarks, and the lock file of SQLite writers (None on PostgreSQL)."""
+
+    url: str
+    config_dir: str
+    max_line_bytes: int
+    files: list[Path]
+    marks: dict[str, _Mark]
+    write_lock: str | None
+
+
+_done_files: multiprocessing.queues.Queue[str] | None = None
+
+
+def _init_worker(done: multiprocessing.queues.Queue[str]) -> None:
+    global _done_files
+    _done_files = done
+
+
+def _worker_scan(job: _WorkerJob) -> ScanSummary:
+    """A worker process's part of a scan (see `TranscriptIndexer._scan_in_workers`)."""
+
+    def report(path: Path, _done: int, _total: int) -> None:
+        if _done_files is not None:
+            _done_files.put(str(path))
+
+    lock = Path(job.write_lock) if job.write_lock else None
+    db = Database(create_db_engine(job.url, pool_size=2), process_lock=lock)
+    try:
+        indexer = TranscriptIndexer(db, Path(job.config_dir), max_line_bytes=job.max_line_bytes)
+        summary = ScanSummary(files_total=len(job.files))
+        indexer._scan_files(
+            job.files, job.marks, summary, report, pause_gc=True, writer=_InlineWriter()
+        )
+        return summary
+    finally:
+        db.dispose()
+
+
 def _subagent_parent(path: Path) -> str | None:
     """The parent session id of `<session>/subagents/agent-*.jsonl`, else None."""
     if path.parent.name == "subagents" and path.name.startswith("agent-"):
@@ -273,6 +370,33 @@ def _scan_order(paths: Iterable[Path]) -> list[Path]:
     """Session files before sub-agent files (so a parent session exists before its sub-agents
     attach to it)."""
     return sorted(paths, key=lambda path: (_subagent_parent(path) is not None, str(path)))
+
+
+_HEAD_BYTES = 1024 * 1024
+
+
+def _session_key(path: Path, mark: _Mark | None) -> str:
+    """The provider session a file's messages go to, as the scan will find it (a sub-agent
+    file's parent; the session id its watermark recorded; else the first `sessionId` of its
+    lines, looked for in its first MiB; else its name): the files of one session must go to
+    one worker, or two workers could create the same session."""
+    parent = _subagent_parent(path)
+    if parent is not None:
+        return parent
+    if mark is not None and mark.provider_session_id:
+        return mark.provider_session_id
+    try:
+        with path.open("rb") as handle:
+            for raw, _consumed in complete_lines(handle, _HEAD_BYTES):
+                line = parse_line(raw) if raw is not None else None
+                session_id = line.get("sessionId") if line is not None else None
+                if isinstance(session_id, str) and session_id:
+                    return session_id
+                if handle.tell() >= _HEAD_BYTES:
+                    break
+    except OSError:
+        pass
+    return path.stem
 
 
 def transcript_files(root: Path) -> list[Path]:
@@ -297,6 +421,12 @@ class TranscriptIndexer:
         self.pricing = PricingService(db)
         self.statement = statement_for(db.engine.dialect)
         self._fresh: dict[uuid.UUID, _Tally] = {}
+        self._keep_rows = False
+        """The scan keeps the rows it stores (`keep_messages`)."""
+        self._known_session: uuid.UUID | None = None
+        self._known_uuids: set[str] = set()
+        """The provider uuids of the session this scan created last, while the scan stays on
+        it (its files are read one after the other): they need not be looked up."""
         """Sessions created by the running scan: their totals are tallied as they are stored."""
         self._prices: dict[str, Price | None] = {}
 
@@ -309,21 +439,52 @@ class TranscriptIndexer:
         *,
         keep_messages: bool = False,
         pause_gc: bool = False,
+        workers: int = 1,
     ) -> ScanSummary:
         """Index the given transcript files, or every file under the config dir's
         `projects/` (then files that disappeared are marked gone). With `keep_messages` the
         summary lists the messages stored (the live watcher publishes them). `pause_gc` turns
         the cyclic garbage collector off during the scan: for `pocketcode import`, not for a
-        server, whose other work needs it."""
+        server, whose other work needs it. With `workers` > 1 and at least
+        `PARALLEL_MIN_BYTES` to read, the files are shared out by session among that many
+        worker processes (see `_scan_in_workers`)."""
         whole_tree = paths is None
         files = (
             transcript_files(self.root) if paths is None else _scan_order(Path(p) for p in paths)
         )
         marks = self._load_marks(None if whole_tree else files)
         summary = ScanSummary(files_total=len(files), messages=[] if keep_messages else None)
+        shares = None if keep_messages else self._worker_shares(files, marks, workers)
+        if shares is None:
+            self._scan_files(files, marks, summary, progress, pause_gc=pause_gc)
+        else:
+            self._scan_in_workers(shares, marks, summary, progress)
+        if whole_tree:
+            prefix = str(self.root) + os.sep
+            seen = {str(path) for path in files}
+            vanished = [
+                p
+                for p, mark in marks.items()
+                if p.startswith(prefix) and p not in seen and not mark.gone
+            ]
+            self._mark_gone(vanished, summary)
+        summary.sessions_new = len(summary.new_session_ids)
+        summary.sessions_updated = len(summary.updated_session_ids - summary.new_session_ids)
+        return summary
+
+    def _scan_files(
+        self,
+        files: list[Path],
+        marks: dict[str, _Mark],
+        summary: ScanSummary,
+        progress: ScanProgress | None,
+        *,
+        pause_gc: bool,
+        writer: _Writer | None = None,
+    ) -> None:
         self._fresh = {}
-        seen: set[str] = set()
-        writer = _Writer()
+        self._keep_rows = summary.messages is not None
+        writer = writer or _Writer()
         # A scan makes millions of short-lived objects and few cycles: the cyclic collector
         # would walk the whole heap again and again (a fifth of an import's time).
         collecting = pause_gc and gc.isenabled()
@@ -331,27 +492,113 @@ class TranscriptIndexer:
             gc.disable()
         try:
             for index, path in enumerate(files):
-                seen.add(str(path))
                 self._scan_file(path, marks.get(str(path)), summary, writer)
                 if progress is not None:
                     writer.submit(partial(progress, path, index + 1, len(files)))
-            if whole_tree:
-                prefix = str(self.root) + os.sep
-                vanished = [
-                    p
-                    for p, mark in marks.items()
-                    if p.startswith(prefix) and p not in seen and not mark.gone
-                ]
-                writer.submit(partial(self._mark_gone, vanished, summary))
         finally:
             try:
                 writer.finish()
             finally:
                 if collecting:
                     gc.enable()
-        summary.sessions_new = len(summary.new_session_ids)
-        summary.sessions_updated = len(summary.updated_session_ids - summary.new_session_ids)
-        return summary
+
+    # -- worker processes --------------------------------------------------------------------
+
+    def _worker_shares(
+        self, files: list[Path], marks: dict[str, _Mark], workers: int
+    ) -> list[list[Path]] | None:
+        """The files shared out among `workers` processes, whole sessions to one worker and
+        about as many bytes to read for each; None to scan here (one worker asked, little to
+        read, a database only this process can open)."""
+        if workers < 2 or not _shared_database(self.db):
+            return None
+        unread: dict[Path, int] = {}
+        for path in files:
+            mark = marks.get(str(path))
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = 0
+            unread[path] = size if mark is None or mark.gone else max(size - mark.parsed_offset, 0)
+        if sum(unread.values()) < PARALLEL_MIN_BYTES:
+            return None
+        sessions: dict[str, list[Path]] = {}
+        todo: dict[str, int] = {}
+        for path in files:
+            key = _session_key(path, marks.get(str(path))) if unread[path] else str(path)
+            sessions.setdefault(key, []).append(path)
+            todo[key] = todo.get(key, 0) + unread[path]
+        if len(sessions) < 2:
+            return None
+        shares: list[list[Path]] = [[] for _ in range(min(workers, len(sessions)))]
+        loads = [0] * len(shares)
+        for key in sorted(sessions, key=lambda key: -todo[key]):
+            lightest = loads.index(min(loads))
+            # A session's files one after the other (its own before its sub-agents'), so
+            # what the worker knows of a session it created stays of use.
+            shares[lightest].extend(_scan_order(sessions[key]))
+            loads[lightest] += todo[key]
+        return shares
+
+    def _scan_in_workers(
+        self,
+        shares: list[list[Path]],
+        marks: dict[str, _Mark],
+        summary: ScanSummary,
+        progress: ScanProgress | None,
+    ) -> None:
+        """Scan each share in a process of its own (spawned: no thread or connection of this
+        process is inherited). Each worker parses its files and stores them itself, one flush
+        at a time on its own thread: parsing needs a core and holds its process's GIL, so
+        processes overlap it with the other workers' storing where threads could not. On
+        SQLite the workers take turns at writing through a lock file (one writer at a time
+        anyway); on PostgreSQL they write at once. A session's files all go to one worker, so
+        no two workers touch one session."""
+        context = multiprocessing.get_context("spawn")
+        done: multiprocessing.queues.Queue[str] = context.Queue()
+        url = self.db.engine.url.render_as_string(hide_password=False)
+        total = sum(len(share) for share in shares)
+        with (
+            tempfile.TemporaryDirectory(prefix="pocketcode-import-") as folder,
+            ProcessPoolExecutor(
+                len(shares), mp_context=context, initializer=_init_worker, initargs=(done,)
+            ) as pool,
+        ):
+            lock = str(Path(folder, "write.lock")) if self.db.is_sqlite else None
+            futures = [
+                pool.submit(
+                    _worker_scan,
+                    _WorkerJob(
+                        url,
+                        str(self.root.parent),
+                        self.max_line_bytes,
+                        share,
+                        {str(p): marks[str(p)] for p in share if str(p) in marks},
+                        lock,
+                    ),
+                )
+                for share in shares
+            ]
+            finished = 0
+
+            def report(timeout: float) -> bool:
+                nonlocal finished
+                try:
+                    path = done.get(timeout=timeout)
+                except queue.Empty:
+                    return False
+                finished += 1
+                if progress is not None:
+                    progress(Path(path), finished, total)
+                return True
+
+            while not all(future.done() for future in futures):
+                report(0.2)
+        # The workers have exited: what they reported is in the queue's pipe.
+        while finished < total and report(0.05):
+            pass
+        for future in futures:
+            summary.add(future.result())
 
     def _load_marks(self, files: list[Path] | None) -> dict[str, _Mark]:
         query = sa.select(
@@ -517,8 +764,10 @@ class TranscriptIndexer:
         for message in messages:
             raw_json = raw_json_of(message, line, line_bytes)
             message.raw = None  # kept as text only: the parsed line is dropped now
-            chunk.messages.append(self.statement.prepare(message, raw_json))
-            chunk.raw_bytes += len(message.text) + len(raw_json or "") + 512
+            chunk.messages.append(
+                self.statement.prepare(message, raw_json, keep_raw=self._keep_rows)
+            )
+            chunk.raw_bytes += len(message.text) + len(raw_json or b"") + 512
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -542,6 +791,9 @@ class TranscriptIndexer:
             target: _Target | None = None
             if chunk.messages or state.session_id is not None:
                 target = self._target_session(connection, path, chunk, state.session_id, summary)
+            if target is None or target.id != self._known_session:
+                # The scan moved on: this set is never completed again, so it is dropped.
+                self._known_session, self._known_uuids = None, set()
             changes: dict[str, Any] = {}
             if target is not None:
                 if chunk.messages and _subagent_parent(path) is not None:
@@ -629,7 +881,7 @@ class TranscriptIndexer:
             return None
         folder = path.parent.parent.parent if _subagent_parent(path) else path.parent
         started = chunk.first_at or utcnow()
-        target = _Target(uuid.uuid4(), None, chunk.last_at or started, Decimal(0))
+        target = _Target(new_id(), None, chunk.last_at or started, Decimal(0))
         connection.execute(
             sa.insert(SessionRow).values(
                 id=target.id,
@@ -644,6 +896,7 @@ class TranscriptIndexer:
         )
         summary.new_session_ids.add(target.id)
         self._fresh[target.id] = _Tally()
+        self._known_session, self._known_uuids = target.id, set()
         return target
 
     def _attach_to_agent_call(
@@ -695,8 +948,9 @@ class TranscriptIndexer:
         if tally is None:  # a session of its own has no prompts of pocketcode's waiting
             messages = self._adopt_prompts(connection, target.id, messages)
         adopted = len(chunk.messages) - len(messages)
+        known = self._known_uuids if self._known_session == target.id else None
         stored, rows = store_messages(
-            connection, target.id, messages, utcnow(), keep_rows=keep_rows
+            connection, target.id, messages, utcnow(), keep_rows=keep_rows, stored_uuids=known
         )
         if tally is not None:
             for item in stored:

@@ -3,8 +3,9 @@
 `MessageService` appends what a run produces, a few messages at a time, as `NewMessage`s with
 their `raw` line as a dict. An import stores hundreds of thousands of messages whose raw line is
 already JSON text (the transcript line itself), so this path
-- takes the raw JSON as text and never serialises it again (PostgreSQL casts it to jsonb;
-  SQLite gets it zstd-compressed, as `CompressedJSONType` stores it);
+- takes the raw JSON as the line's own bytes and never serialises it again (PostgreSQL gets it
+  as text and casts it to jsonb; SQLite gets the bytes zstd-compressed, as `CompressedJSONType`
+  stores them);
 - binds plain tuples through one prepared statement per dialect (`executemany`), with the
   column types' own bind processors, instead of building ORM objects or Core expressions per row;
 - keeps the store's rules: per-session seq numbers from `sessions.last_message_index` (bumped
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from pocketcode.db.tables import MessageRow, SessionRow
-from pocketcode.db.types import UTCDateTime, compress_json
+from pocketcode.db.types import UTCDateTime, compress_json, new_id
 from pocketcode.domain.errors import NotFound
 from pocketcode.domain.states import MessageType
 from pocketcode.services.messages import NewMessage
@@ -89,27 +90,34 @@ LOOKUP_SLICE = 5000
 
 @dataclass
 class RawMessage:
-    """A message to store, its raw line as JSON text (None: no raw) and its row as the driver
-    takes it (session id, seq and time are filled in when it is stored)."""
+    """A message to store, its row as the driver takes it (session id, seq and time are filled
+    in when it is stored) and, when its stored row is wanted back, its raw line as UTF-8 JSON
+    (else None, so a batch does not hold the raw lines twice)."""
 
     message: NewMessage
-    raw_json: str | None
+    raw_json: bytes | None
     id: uuid.UUID
     row: list[Any]
 
 
-def raw_json_of(message: NewMessage, line: dict[str, Any], line_bytes: bytes) -> str | None:
-    """The raw JSON text of a message mapped from `line` (parsed from `line_bytes`): the line's
-    own bytes when the raw is the whole line, so it is never serialised again."""
+def raw_json_of(
+    message: NewMessage, line: dict[str, Any], line_bytes: bytes
+) -> bytes | memoryview | None:
+    """The raw JSON of a message mapped from `line` (parsed from `line_bytes`): when the raw is
+    the whole line, a view of the line's own bytes without its newline, so it is never
+    serialised again, nor decoded (the parser checked it is UTF-8) or copied."""
     if message.raw is None:
         return None
     if b"\\u0000" in line_bytes:
         # PostgreSQL text and jsonb cannot hold NUL (a tool's binary output): both databases
         # store U+FFFD instead.
-        return orjson.dumps(_without_nul(message.raw)).decode()
+        return orjson.dumps(_without_nul(message.raw))
     if message.raw is line:
-        return line_bytes.rstrip(b"\r\n").decode()
-    return orjson.dumps(message.raw).decode()
+        end = len(line_bytes)
+        while end and line_bytes[end - 1] in b"\r\n":
+            end -= 1
+        return memoryview(line_bytes)[:end]
+    return orjson.dumps(message.raw)
 
 
 def _without_nul(value: Any) -> Any:
@@ -147,21 +155,28 @@ class Statement:
         process = self.processors[name]
         return value if process is None or value is None else process(value)
 
-    def prepare(self, message: NewMessage, raw_json: str | None) -> RawMessage:
-        """The message with its row (built where the lines are read, off the writer)."""
-        message_id = uuid.uuid4()
+    def prepare(
+        self, message: NewMessage, raw_json: bytes | memoryview | None, *, keep_raw: bool = False
+    ) -> RawMessage:
+        """The message with its row (built where the lines are read, off the writer);
+        `keep_raw` for a message whose stored row is wanted back (`store_messages`'s
+        `keep_rows`)."""
+        message_id = new_id()
         if "\x00" in message.text:
             message.text = message.text.replace("\x00", NUL_REPLACEMENT)
         row: list[Any] = [self.bound("id", message_id), None, None]
         for name, process in self._fields:
             value = getattr(message, name)
             row.append(value if process is None or value is None else process(value))
-        if raw_json is not None and self._compress_raw:
-            row.insert(_RAW, compress_json(raw_json.encode()))
+        if raw_json is None:
+            row.insert(_RAW, None)
+        elif self._compress_raw:
+            row.insert(_RAW, compress_json(raw_json))
         else:
-            row.insert(_RAW, raw_json)
+            row.insert(_RAW, str(raw_json, "utf-8"))
         row.append(None)
-        return RawMessage(message, raw_json, message_id, row)
+        kept = bytes(raw_json) if keep_raw and raw_json is not None else None
+        return RawMessage(message, kept, message_id, row)
 
 
 _statements: dict[str, Statement] = {}
@@ -181,11 +196,16 @@ def store_messages(
     now: datetime,
     *,
     keep_rows: bool = False,
+    stored_uuids: set[str] | None = None,
 ) -> tuple[list[RawMessage], list[MessageRow]]:
     """Append the messages to the session inside the caller's write transaction, skipping
     those whose provider uuid is stored already (or repeats an earlier one). Returns the
-    messages stored and, with `keep_rows`, their rows (for publishing)."""
-    fresh = _without_stored(connection, session_id, messages)
+    messages stored and, with `keep_rows`, their rows (for publishing).
+
+    `stored_uuids`: every provider uuid the session holds, when the caller knows them (a
+    session an import created and alone writes to): they are not looked up, and the set gets
+    the uuids stored now."""
+    fresh = _without_stored(connection, session_id, messages, stored_uuids)
     if not fresh:
         return [], []
     count = len(fresh)
@@ -221,15 +241,18 @@ def _message_row(item: RawMessage, session_id: uuid.UUID, seq: int, now: datetim
 
 
 def _without_stored(
-    connection: sa.Connection, session_id: uuid.UUID, messages: Sequence[RawMessage]
+    connection: sa.Connection,
+    session_id: uuid.UUID,
+    messages: Sequence[RawMessage],
+    stored_uuids: set[str] | None,
 ) -> list[RawMessage]:
     uuids = [
         item.message.provider_message_uuid
         for item in messages
         if item.message.provider_message_uuid is not None
     ]
-    seen: set[str] = set()
-    if uuids:
+    seen: set[str] = set() if stored_uuids is None else stored_uuids
+    if uuids and stored_uuids is None:
         if connection.dialect.name != "sqlite":
             connection.execute(_LOCK_SESSION, {"session_id": session_id})
         for start in range(0, len(uuids), LOOKUP_SLICE):
