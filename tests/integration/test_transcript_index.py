@@ -424,3 +424,95 @@ def test_the_import_command_prints_a_summary_and_reads_nothing_twice(
     assert (counts["files unchanged"], counts["messages imported"]) == ("1", "0")
     code, out, _ = run_cli(capsys, "sessions", "list")
     assert code == 0 and "Sessions (1 of 1)" in out and "Imported" in out
+
+
+def write_sessions(config_dir: Path, count: int) -> dict[str, Path]:
+    """`count` sessions in two project folders, every other one with a sub-agent file, and
+    the last one's lines continued in a file of another name (as after a resume)."""
+    files: dict[str, Path] = {}
+    for index in range(count):
+        sid = f"00000000-0000-4000-8000-{index:012d}"
+        folder = config_dir / "projects" / f"-home-dev-project-{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files[sid] = folder / f"{sid}.jsonl"
+        body = prompt(f"task {index}", sessionId=sid) + agent_call(f"toolu_{index}", "look")
+        files[sid].write_bytes(body + reply(f"done {index}", sessionId=sid))
+        if index % 2 == 0:
+            subagents = folder / sid / "subagents"
+            subagents.mkdir(parents=True)
+            (subagents / "agent-a.jsonl").write_bytes(
+                prompt("look", sessionId=sid, isSidechain=True)
+                + reply(f"found {index}", sessionId=sid, isSidechain=True)
+            )
+    last = sid
+    (files[last].parent / "continued.jsonl").write_bytes(reply("more", sessionId=last))
+    return files
+
+
+def test_workers_share_the_sessions_out_and_store_what_one_process_would(
+    db: Database, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pocketcode.services import transcript_index
+
+    files = write_sessions(config_dir, 7)
+    shared: list[list[list[Path]]] = []
+    in_workers = TranscriptIndexer._scan_in_workers
+
+    def spy(self: TranscriptIndexer, shares: list[list[Path]], *args: Any) -> None:
+        shared.append(shares)
+        in_workers(self, shares, *args)
+
+    monkeypatch.setattr(transcript_index, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(TranscriptIndexer, "_scan_in_workers", spy)
+    progress: list[tuple[str, int, int]] = []
+    summary = TranscriptIndexer(db, config_dir).scan(
+        workers=2, progress=lambda path, done, total: progress.append((path.name, done, total))
+    )
+
+    # Two workers ran, each with whole sessions: the file named otherwise went with its session.
+    assert len(shared) == 1 and len(shared[0]) == 2
+    by_worker = [{p.name for p in share} for share in shared[0]]
+    last = list(files)[-1]
+    assert any({f"{last}.jsonl", "continued.jsonl"} <= names for names in by_worker)
+    assert (summary.files_total, summary.files_scanned, summary.sessions_new) == (12, 12, 7)
+    assert summary.messages_imported == 7 * 3 + 4 * 2 + 1
+    assert sorted(done for _, done, _ in progress) == list(range(1, 13))
+    for index, sid in enumerate(files):
+        row = SessionService(db, []).find_by_provider_session(Provider.CLAUDE_CODE, sid)
+        assert row is not None and row.title == f"task {index}"
+        extra = (2 if index % 2 == 0 else 0) + (1 if sid == last else 0)
+        assert (row.message_count, row.turn_count) == (3 + extra, 1)
+        # Usage tallied per session by the worker that created it: one API message per reply,
+        # the Agent call and the sub-agent's reply included.
+        assert row.output_tokens == 5 * (2 + (1 if index % 2 == 0 else 0) + (sid == last))
+        with db.read() as session:
+            messages = session.scalars(
+                sa.select(MessageRow).where(MessageRow.session_id == row.id)
+            ).all()
+        assert sorted(m.seq for m in messages) == list(range(1, len(messages) + 1))
+        found = [m for m in messages if m.text.startswith("found")]
+        assert [m.parent_tool_use_id for m in found] == ([f"toolu_{index}"] if extra else [])
+        # Time-ordered ids: a message stored later has a greater id.
+        ordered = sorted(messages, key=lambda m: m.seq)
+        assert [m.id.version for m in ordered] == [7] * len(ordered)
+
+    again = TranscriptIndexer(db, config_dir).scan(workers=2)
+    assert (again.files_unchanged, again.messages_imported) == (12, 0)
+
+
+def test_the_import_command_takes_a_number_of_workers(
+    config_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pocketcode.services import transcript_index
+
+    monkeypatch.setenv("POCKETCODE_DATABASE_URL", f"sqlite:///{config_dir.parent / 'cli.db'}")
+    monkeypatch.setattr(transcript_index, "PARALLEL_MIN_BYTES", 0)
+    write_sessions(config_dir, 4)
+    code, out, _ = run_cli(capsys, "import", "--workers", "2", str(config_dir))
+    assert code == 0
+    counts = summary_counts(out)
+    assert (counts["sessions new"], counts["files scanned"]) == ("4", "7")
+    code, _, err = run_cli(capsys, "import", "--workers", "0", str(config_dir))
+    assert code != 0 and "--workers" in err
