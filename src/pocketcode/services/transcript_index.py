@@ -340,19 +340,25 @@ def _init_worker(done: multiprocessing.queues.Queue[str]) -> None:
 
 
 def _worker_scan(job: _WorkerJob) -> ScanSummary:
-    """A worker process's part of a scan (see `TranscriptIndexer._scan_in_workers`)."""
+    """A worker process's share of a scan; the files done go to the scanning process."""
 
     def report(path: Path, _done: int, _total: int) -> None:
         if _done_files is not None:
             _done_files.put(str(path))
 
+    return _scan_share(job, report)
+
+
+def _scan_share(job: _WorkerJob, progress: ScanProgress) -> ScanSummary:
+    """One share of a scan shared out (see `TranscriptIndexer._scan_in_workers`), on a
+    database connection of its own that takes the writers' lock."""
     lock = Path(job.write_lock) if job.write_lock else None
     db = Database(create_db_engine(job.url, pool_size=2), process_lock=lock)
     try:
         indexer = TranscriptIndexer(db, Path(job.config_dir), max_line_bytes=job.max_line_bytes)
-        summary = ScanSummary(files_total=len(job.files))
+        summary = ScanSummary()
         indexer._scan_files(
-            job.files, job.marks, summary, report, pause_gc=True, writer=_InlineWriter()
+            job.files, job.marks, summary, progress, pause_gc=True, writer=_InlineWriter()
         )
         return summary
     finally:
@@ -547,58 +553,64 @@ class TranscriptIndexer:
         summary: ScanSummary,
         progress: ScanProgress | None,
     ) -> None:
-        """Scan each share in a process of its own (spawned: no thread or connection of this
-        process is inherited). Each worker parses its files and stores them itself, one flush
-        at a time on its own thread: parsing needs a core and holds its process's GIL, so
-        processes overlap it with the other workers' storing where threads could not. On
-        SQLite the workers take turns at writing through a lock file (one writer at a time
-        anyway); on PostgreSQL they write at once. A session's files all go to one worker, so
-        no two workers touch one session."""
+        """Scan the first share here and each other one in a worker process (spawned: no
+        thread or connection of this process is inherited). Each parses its files and stores
+        them itself, a flush at a time: parsing needs a core and holds its process's GIL, so
+        processes overlap it with the others' storing where threads of one process could not.
+        On SQLite they take turns at writing through a lock file (one writer at a time
+        anyway); on PostgreSQL they write at once. A session's files all go to one share, so
+        no two of them touch one session."""
         context = multiprocessing.get_context("spawn")
         done: multiprocessing.queues.Queue[str] = context.Queue()
         url = self.db.engine.url.render_as_string(hide_password=False)
         total = sum(len(share) for share in shares)
-        with (
-            tempfile.TemporaryDirectory(prefix="pocketcode-import-") as folder,
-            ProcessPoolExecutor(
-                len(shares), mp_context=context, initializer=_init_worker, initargs=(done,)
-            ) as pool,
-        ):
+        finished = 0
+
+        def report(path: Path) -> None:
+            nonlocal finished
+            finished += 1
+            if progress is not None:
+                progress(path, finished, total)
+
+        def reported(timeout: float | None) -> bool:
+            """Report a file a worker finished, if one is reported within `timeout`."""
+            try:
+                path = done.get(timeout=timeout) if timeout else done.get_nowait()
+            except queue.Empty:
+                return False
+            report(Path(path))
+            return True
+
+        def own_file(path: Path, _done: int, _total: int) -> None:
+            report(path)
+            while reported(None):
+                pass
+
+        with tempfile.TemporaryDirectory(prefix="pocketcode-import-") as folder:
             lock = str(Path(folder, "write.lock")) if self.db.is_sqlite else None
-            futures = [
-                pool.submit(
-                    _worker_scan,
-                    _WorkerJob(
-                        url,
-                        str(self.root.parent),
-                        self.max_line_bytes,
-                        share,
-                        {str(p): marks[str(p)] for p in share if str(p) in marks},
-                        lock,
-                    ),
+            jobs = [
+                _WorkerJob(
+                    url,
+                    str(self.root.parent),
+                    self.max_line_bytes,
+                    share,
+                    {str(p): marks[str(p)] for p in share if str(p) in marks},
+                    lock,
                 )
                 for share in shares
             ]
-            finished = 0
-
-            def report(timeout: float) -> bool:
-                nonlocal finished
-                try:
-                    path = done.get(timeout=timeout)
-                except queue.Empty:
-                    return False
-                finished += 1
-                if progress is not None:
-                    progress(Path(path), finished, total)
-                return True
-
-            while not all(future.done() for future in futures):
-                report(0.2)
-        # The workers have exited: what they reported is in the queue's pipe.
-        while finished < total and report(0.05):
-            pass
-        for future in futures:
-            summary.add(future.result())
+            with ProcessPoolExecutor(
+                len(jobs) - 1, mp_context=context, initializer=_init_worker, initargs=(done,)
+            ) as pool:
+                futures = [pool.submit(_worker_scan, job) for job in jobs[1:]]
+                summary.add(_scan_share(jobs[0], own_file))
+                while not all(future.done() for future in futures):
+                    reported(0.2)
+            # The workers have exited: what they reported is in the queue's pipe.
+            while finished < total and reported(0.05):
+                pass
+            for future in futures:
+                summary.add(future.result())
 
     def _load_marks(self, files: list[Path] | None) -> dict[str, _Mark]:
         query = sa.select(
