@@ -548,6 +548,9 @@ class TranscriptIndexer:
         writer: _Writer | None = None,
     ) -> None:
         self._fresh = {}
+        # What a scan knows of a session it created holds during that scan only: later, a run
+        # of ours may have stored messages in it.
+        self._known_session, self._known_uuids = None, set()
         self._keep_rows = summary.messages is not None
         writer = writer or _Writer()
         # A scan makes millions of short-lived objects and few cycles: the cyclic collector
