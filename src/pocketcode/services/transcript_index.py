@@ -17,6 +17,11 @@ twice. Sub-agent files (`<session>/subagents/agent-*.jsonl`) go to their parent 
 
 Lines are read one at a time in bounded memory; malformed JSON, lines over `max_line_bytes` and
 non-UTF-8 bytes are skipped and counted, never a crash.
+
+Within a process, one thread parses while another stores (the server's watcher). A big import
+(`pocketcode import`, `workers` > 1) instead shares the sessions out among processes that each
+parse and store their own files: parsing holds a process's GIL, so only processes overlap it
+with storing (`TranscriptIndexer._scan_in_workers`).
 """
 
 from __future__ import annotations
