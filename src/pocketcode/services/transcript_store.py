@@ -228,10 +228,27 @@ def store_messages(
         row[2] = first + index
         row[-1] = bound_now
         rows.append(tuple(row))
-    connection.exec_driver_sql(statement.sql, rows)
+    if connection.dialect.name == "postgresql":
+        _copy_rows(connection, rows)
+    else:
+        connection.exec_driver_sql(statement.sql, rows)
     if not keep_rows:
         return fresh, []
     return fresh, [_message_row(item, session_id, first + i, now) for i, item in enumerate(fresh)]
+
+
+_COPY = f"COPY {MessageRow.__tablename__} ({', '.join(STORED_COLUMNS)}) FROM STDIN"
+
+
+def _copy_rows(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """The rows into PostgreSQL with COPY, in the caller's transaction: one statement streaming
+    every row, where INSERTs make the server parse and plan one statement per row (the JSON
+    text is parsed into jsonb as it arrives, like the CAST of the INSERT)."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _message_row(item: RawMessage, session_id: uuid.UUID, seq: int, now: datetime) -> MessageRow:
