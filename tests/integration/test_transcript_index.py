@@ -392,10 +392,15 @@ def test_stored_raw_lines_leave_out_the_clis_copy_of_tool_output_and_are_compres
             if db.is_sqlite
             else {"id": rows[1].id},
         ).scalar_one()
+        small = connection.execute(
+            sa.text("SELECT raw FROM session_messages WHERE seq = 1")
+        ).scalar_one()
     if db.is_sqlite:
         # zstd bytes, a fraction of the JSON: SQLite compresses nothing itself.
         assert isinstance(stored_raw, bytes) and stored_raw.startswith(ZSTD_MAGIC)
         assert len(stored_raw) < len(output) / 10
+        # A small line (the prompt) is kept as its JSON bytes: zstd would hardly shrink it.
+        assert isinstance(small, bytes) and json.loads(small) == rows[0].raw
     else:
         assert stored_raw == raw  # jsonb (PostgreSQL compresses big values itself)
 
