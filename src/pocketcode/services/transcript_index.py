@@ -491,13 +491,13 @@ class TranscriptIndexer:
         self.statement = statement_for(db.engine.dialect)
         self._flush_bytes = _FLUSH_BYTES if db.is_sqlite else _FLUSH_BYTES // 2
         self._fresh: dict[uuid.UUID, _Tally] = {}
+        """Sessions created by the running scan: their totals are tallied as they are stored."""
         self._keep_rows = False
         """The scan keeps the rows it stores (`keep_messages`)."""
         self._known_session: uuid.UUID | None = None
         self._known_uuids: set[str] = set()
         """The provider uuids of the session this scan created last, while the scan stays on
         it (its files are read one after the other): they need not be looked up."""
-        """Sessions created by the running scan: their totals are tallied as they are stored."""
         self._prices: dict[str, Price | None] = {}
 
     # -- the scan --------------------------------------------------------------------------
