@@ -309,7 +309,11 @@ def test_totp_codes_and_recovery_codes_work_once(make_client: MakeClient) -> Non
     totp = pyotp.TOTP(secret)
 
     error(client.post("/api/auth/totp/confirm", json={"code": "000000"}), 400, "INVALID_INPUT")
-    confirmed = client.post("/api/auth/totp/confirm", json={"code": totp.now()})
+    # Codes are taken from the step of the confirmation, not from the clock again later: a
+    # test crossing a 30 s boundary would otherwise log in with a fresh, unspent code.
+    confirmed_at = time.time()
+    code = totp.at(confirmed_at)
+    confirmed = client.post("/api/auth/totp/confirm", json={"code": code})
     assert confirmed.status_code == 200, confirmed.text
     recovery = confirmed.json()["recoveryCodes"]
     assert len(recovery) == 10 and len(set(recovery)) == 10
@@ -318,8 +322,8 @@ def test_totp_codes_and_recovery_codes_work_once(make_client: MakeClient) -> Non
     other = make_client()
     error(login(other), 401, "TOTP_REQUIRED")
     # The code that confirmed enrolment is spent: a login with it fails.
-    error(login(other, totpCode=totp.now()), 401, "UNAUTHENTICATED")
-    next_code = totp.at(totp.timecode(time.time()) * 30 + 30)  # the next step
+    error(login(other, totpCode=code), 401, "UNAUTHENTICATED")
+    next_code = totp.at(confirmed_at + 30)  # the next step
     assert login(other, totpCode=next_code).status_code == 200
     other.cookies.clear()
     error(login(other, totpCode=next_code), 401, "UNAUTHENTICATED")  # reuse
