@@ -521,3 +521,21 @@ def test_the_import_command_takes_a_number_of_workers(
     assert (counts["sessions new"], counts["files scanned"]) == ("4", "7")
     code, _, err = run_cli(capsys, "import", "--workers", "0", str(config_dir))
     assert code != 0 and "--workers" in err
+
+
+def test_without_shared_semaphores_the_import_runs_in_one_process(
+    db: Database, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing.context
+
+    from pocketcode.services import transcript_index
+
+    def no_semaphores(self: object) -> None:
+        raise OSError(38, "Function not implemented")
+
+    write_sessions(config_dir, 3)
+    monkeypatch.setattr(transcript_index, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(multiprocessing.context.SpawnContext, "Queue", no_semaphores)
+    monkeypatch.setattr(TranscriptIndexer, "_scan_in_workers", None)  # must not be reached
+    summary = TranscriptIndexer(db, config_dir).scan(workers=2)
+    assert (summary.sessions_new, summary.files_scanned) == (3, 6)

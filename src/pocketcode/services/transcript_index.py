@@ -377,6 +377,16 @@ class _WorkerJob:
 _done_files: multiprocessing.queues.Queue[str] | None = None
 
 
+def _done_queue() -> multiprocessing.queues.Queue[str] | None:
+    """The queue on which workers report the files they finished; None where processes cannot
+    share one (no POSIX semaphores, as in some containers): the scan then runs in-process."""
+    try:
+        return multiprocessing.get_context("spawn").Queue()
+    except (OSError, ImportError) as exc:
+        log.info("import workers unavailable (%s): importing in one process", exc)
+        return None
+
+
 def _init_worker(done: multiprocessing.queues.Queue[str]) -> None:
     global _done_files
     _done_files = done
@@ -525,10 +535,11 @@ class TranscriptIndexer:
         marks = self._load_marks(None if whole_tree else files)
         summary = ScanSummary(files_total=len(files), messages=[] if keep_messages else None)
         shares = None if keep_messages else self._worker_shares(files, marks, workers)
-        if shares is None:
+        done = _done_queue() if shares is not None else None
+        if shares is None or done is None:
             self._scan_files(files, marks, summary, progress, pause_gc=pause_gc)
         else:
-            self._scan_in_workers(shares, marks, summary, progress)
+            self._scan_in_workers(shares, marks, summary, progress, done)
         if whole_tree:
             prefix = str(self.root) + os.sep
             seen = {str(path) for path in files}
@@ -619,6 +630,7 @@ class TranscriptIndexer:
         marks: dict[str, _Mark],
         summary: ScanSummary,
         progress: ScanProgress | None,
+        done: multiprocessing.queues.Queue[str],
     ) -> None:
         """Scan the first share here and each other one in a worker process (spawned: no
         thread or connection of this process is inherited). Each parses its files and stores
@@ -628,7 +640,6 @@ class TranscriptIndexer:
         anyway); on PostgreSQL they write at once. A session's files all go to one share, so
         no two of them touch one session."""
         context = multiprocessing.get_context("spawn")
-        done: multiprocessing.queues.Queue[str] = context.Queue()
         url = self.db.engine.url.render_as_string(hide_password=False)
         total = sum(len(share) for share in shares)
         finished = 0
