@@ -383,6 +383,90 @@ def test_batches_skip_stored_uuids_without_seq_gaps(
     assert sessions.get(row.id).message_count == size
 
 
+def test_every_field_of_a_batch_is_stored_as_given(
+    sessions: SessionService, messages: MessageService, project: Path, db: Database
+) -> None:
+    """What the batch returns (and the live stream shows) is what the database holds, field
+    by field, in order (on PostgreSQL the batch travels as one array per column)."""
+    row = sessions.create(str(project))
+    with db.write() as session:
+        job = JobRow(session_id=row.id, prompt="hi")
+        session.add(job)
+    batch = [
+        NewMessage(
+            MessageType.ASSISTANT,
+            f"text {index} é",
+            subtype="text" if index % 2 else None,
+            raw={"index": index, "nested": [None, index]} if index != 1 else None,
+            job_id=job.id if index else None,
+            provider_session_id=f"ps-{index}",
+            provider_message_uuid=f"u-{index}",
+            provider_message_id=f"msg-{index}" if index else None,
+            parent_tool_use_id="toolu_1" if index == 2 else None,
+            model="claude-sonnet-4-5",
+            input_tokens=10 * index or None,
+            output_tokens=index,
+            cache_creation_tokens=None,
+            cache_read_tokens=2**40 if index == 2 else None,
+            cost_usd=Decimal("0.000081") * index if index else None,
+        )
+        for index in range(3)
+    ]
+    returned = messages.append_grouped({row.id: batch})[row.id]
+    fields = ["id", "session_id", "seq", "created_at", *NewMessage.__dataclass_fields__]
+    read_back = messages.page(row.id).messages
+
+    def values(rows: list[MessageRow]) -> list[tuple[object, ...]]:
+        return [tuple(getattr(message, name) for name in fields) for message in rows]
+
+    assert values(read_back) == values(returned)
+    assert [m.seq for m in read_back] == [1, 2, 3]
+    assert [m.text for m in read_back] == ["text 0 é", "text 1 é", "text 2 é"]
+    assert read_back[2].cache_read_tokens == 2**40
+    assert read_back[2].cost_usd == Decimal("0.000162")
+
+
+def test_appending_to_a_missing_or_deleted_session_stores_nothing(
+    sessions: SessionService, messages: MessageService, project: Path
+) -> None:
+    live = sessions.create(str(project))
+    deleted = sessions.create(str(project))
+    sessions.delete(deleted.id)
+    message = NewMessage(MessageType.ASSISTANT, "x")
+    for target in (uuid.uuid4(), deleted.id):
+        with pytest.raises(NotFound):
+            messages.append_many(target, [message])
+        # With another session in the batch: one transaction, nothing stored for either.
+        with pytest.raises(NotFound):
+            messages.append_grouped({live.id: [message], target: [message]})
+    assert messages.page(live.id).messages == []
+    assert sessions.get(live.id).last_message_index == 0
+    assert messages.append(live.id, message).seq == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_batch_of_one_session_is_one_statement_without_a_transaction(
+    sessions: SessionService, messages: MessageService, project: Path, db: Database
+) -> None:
+    """Storing what an agent just said is one round trip: the seq bump and the insert are one
+    statement, which commits by itself (no BEGIN, no COMMIT)."""
+    row = sessions.create(str(project))
+    executed: list[tuple[str, object]] = []
+
+    def record(conn: sa.Connection, *args: object) -> None:
+        executed.append(
+            (str(args[1]).split()[0], conn.get_execution_options().get("isolation_level"))
+        )
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        batch = [NewMessage(MessageType.ASSISTANT, f"m{i}") for i in range(3)]
+        assert [m.seq for m in messages.append_grouped({row.id: batch})[row.id]] == [1, 2, 3]
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert executed == [("WITH", "AUTOCOMMIT")]
+
+
 def test_raw_documents_round_trip_and_rows_written_as_json_text_still_read(
     sessions: SessionService, messages: MessageService, project: Path, db: Database
 ) -> None:

@@ -3,7 +3,9 @@
 The seq counter is `sessions.last_message_index`: appending bumps it with one
 `UPDATE … RETURNING`, which takes the session row's write lock on PostgreSQL and runs inside a
 BEGIN IMMEDIATE transaction on SQLite, so concurrent appenders get contiguous, unique numbers
-and a rolled-back append never leaves a gap.
+and a rolled-back append never leaves a gap. On PostgreSQL the bump and the insert of the
+messages numbered after it are one statement, itself a transaction when it stores one
+session's messages (see `MessageService.append_grouped`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import MessageRow, SessionRow
-from pocketcode.db.types import UTCDateTime, utcnow
+from pocketcode.db.types import UTCDateTime, new_id, utcnow
 from pocketcode.domain.errors import InvalidInput, NotFound
 from pocketcode.domain.states import MessageType
 from pocketcode.services.sessions import SessionWithPending, load_with_pending
@@ -153,6 +156,53 @@ _INSERT_SKIPPING_STORED = {
     for name, module in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
 }
 
+
+def _numbered_insert(user: bool) -> sa.Insert:
+    """PostgreSQL: one session's seq bump and the insert of its messages numbered after it,
+    as one statement (a data-modifying CTE), so storing a batch is one round trip instead of
+    BEGIN, the bump, the insert and COMMIT: outside a transaction the statement is one of its
+    own. The messages come as one array per column (`new_<column>`: the same statement,
+    compiled once, for any number of them). A missing (or deleted) session bumps nothing and
+    so inserts nothing; a provider uuid stored already fails the whole statement on the
+    unique constraint, bump included."""
+    columns = MessageRow.__table__.c
+    counters = {**_COUNTERS, "last_message_sent_at": _COUNTERS["updated_at"]} if user else _COUNTERS
+    before = SessionRow.last_message_index - sa.bindparam("count", type_=sa.Integer)
+    bumped = (
+        sa.update(SessionRow)
+        .where(_SESSION_FILTER)
+        .values(**counters)
+        .returning(before.label("before"))
+        .cte("bumped")
+    )
+    names = ["id", *_MESSAGE_FIELDS]
+    # Named `new_…`: parameters named after a column of `sessions` would be SET by the update.
+    arrays = [
+        sa.bindparam(f"new_{name}", type_=postgresql_dialect.ARRAY(columns[name].type))
+        for name in names
+    ]
+    messages = (
+        sa.func.unnest(*arrays)
+        .table_valued(*(sa.column(name, columns[name].type) for name in names), with_ordinality="n")
+        .render_derived(name="m")
+    )
+    numbered = sa.select(
+        messages.c.id,
+        sa.bindparam("session_id", type_=columns.session_id.type),
+        bumped.c.before + messages.c.n,
+        sa.bindparam("now", type_=UTCDateTime()),
+        *(messages.c[name] for name in _MESSAGE_FIELDS),
+    ).select_from(bumped.join(messages, sa.true()))
+    return (
+        sa.insert(MessageRow)
+        .from_select(["id", "session_id", "seq", "created_at", *_MESSAGE_FIELDS], numbered)
+        .returning(MessageRow.seq)
+    )
+
+
+_NUMBERED_INSERT = {user: _numbered_insert(user) for user in (False, True)}
+
+
 # A page of messages, built once (a page is the most frequent read): after a seq, or after
 # the seq of a message id (PokéCode's cursor) in the same query.
 _SEQ_OF_MESSAGE = (
@@ -232,6 +282,48 @@ def _dedupe_within(grouped: dict[uuid.UUID, list[NewMessage]]) -> dict[uuid.UUID
     return result
 
 
+def _has_user_message(messages: list[NewMessage]) -> bool:
+    return any(message.type is MessageType.USER for message in messages)
+
+
+def _row_values(
+    session_id: uuid.UUID, first: int, now: datetime, messages: list[NewMessage]
+) -> list[dict[str, Any]]:
+    """The columns of the rows of `messages`, numbered from `first`."""
+    return [
+        {
+            "id": new_id(),
+            "session_id": session_id,
+            "seq": first + index,
+            "created_at": now,
+            **{name: getattr(message, name) for name in _MESSAGE_FIELDS},
+        }
+        for index, message in enumerate(messages)
+    ]
+
+
+def _append_numbered(
+    connection: sa.Connection, session_id: uuid.UUID, messages: list[NewMessage]
+) -> list[MessageRow]:
+    """PostgreSQL: number and insert one session's messages with one statement
+    (`_numbered_insert`); IntegrityError if a provider uuid is stored already."""
+    now = utcnow()
+    rows = _row_values(session_id, 1, now, messages)
+    params: dict[str, Any] = {"session_id": session_id, "count": len(rows), "now": now}
+    for name in ("id", *_MESSAGE_FIELDS):
+        params[f"new_{name}"] = [row[name] for row in rows]
+    statement = _NUMBERED_INSERT[_has_user_message(messages)]
+    seqs = connection.scalars(statement, params).all()
+    if not seqs:
+        raise NotFound(f"session {session_id} not found")
+    first = min(seqs)
+    return [MessageRow(**{**row, "seq": first + index}) for index, row in enumerate(rows)]
+
+
+def _is_unique_violation(error: sa.exc.IntegrityError) -> bool:
+    return isinstance(error.orig, psycopg.errors.UniqueViolation)
+
+
 def _insert(
     executor: Executor, grouped: dict[uuid.UUID, list[NewMessage]], *, skip_conflicts: bool
 ) -> tuple[dict[uuid.UUID, list[MessageRow]], bool]:
@@ -246,21 +338,11 @@ def _insert(
             stored[session_id] = []
             continue
         count = len(messages)
-        bump = _BUMP_SEQ_USER if any(m.type is MessageType.USER for m in messages) else _BUMP_SEQ
+        bump = _BUMP_SEQ_USER if _has_user_message(messages) else _BUMP_SEQ
         last = executor.scalar(bump, {"session_id": session_id, "count": count, "now": now})
         if last is None:
             raise NotFound(f"session {session_id} not found")
-        first = int(last) - count + 1
-        rows = [
-            {
-                "id": uuid.uuid4(),
-                "session_id": session_id,
-                "seq": first + index,
-                "created_at": now,
-                **{name: getattr(message, name) for name in _MESSAGE_FIELDS},
-            }
-            for index, message in enumerate(messages)
-        ]
+        rows = _row_values(session_id, int(last) - count + 1, now, messages)
         values.extend(rows)
         stored[session_id] = [MessageRow(**row) for row in rows]
     if not values:
@@ -385,23 +467,65 @@ class MessageService:
         self.db = db
 
     def append(self, session_id: uuid.UUID, message: NewMessage) -> MessageRow:
-        with self.db.write() as session:
-            row, _ = append_in(session, session_id, message)
-        return row
+        """Append one message; if its provider uuid is stored already, that message."""
+        rows = self.append_many(session_id, [message])
+        if rows:
+            return rows[0]
+        assert message.provider_message_uuid is not None
+        with self.db.read() as session:
+            existing = _existing_by_uuid(session, session_id, message.provider_message_uuid)
+        assert existing is not None
+        return existing
 
     def append_many(self, session_id: uuid.UUID, messages: list[NewMessage]) -> list[MessageRow]:
         """Append several messages in one transaction; duplicates (by uuid) are skipped."""
-        with self.db.write_connection() as connection:
-            return append_batch_in(connection, session_id, messages)
+        return self.append_grouped({session_id: messages}).get(session_id, [])
 
     def append_grouped(
         self, grouped: dict[uuid.UUID, list[NewMessage]]
     ) -> dict[uuid.UUID, list[MessageRow]]:
         """Append the messages of several sessions in one transaction (one commit for all).
         Sessions are handled in a fixed order, so concurrent writers lock their rows in the
-        same order and cannot deadlock."""
+        same order and cannot deadlock.
+
+        On PostgreSQL each session's messages are numbered and inserted by one statement, and
+        a batch of one session is that statement alone, without BEGIN and COMMIT (it commits
+        by itself): one round trip to store what an agent just said. If a provider uuid was
+        stored already (a transcript recovered over live messages), the statement failed as a
+        whole, and the batch is stored again the careful way: duplicates looked up first."""
+        grouped = _dedupe_within({k: v for k, v in grouped.items() if v})
+        with_uuids = sum(m.provider_message_uuid is not None for ms in grouped.values() for m in ms)
+        if not grouped:
+            return {}
+        if self.db.is_sqlite or with_uuids > _OPTIMISTIC_UP_TO:
+            with self.db.write_connection() as connection:
+                return append_grouped_in(connection, grouped)
+        try:
+            return self._append_numbered(grouped)
+        except sa.exc.IntegrityError as error:
+            if not _is_unique_violation(error):
+                raise
         with self.db.write_connection() as connection:
-            return append_grouped_in(connection, grouped)
+            stored, _ = _insert(
+                connection, _without_stored(connection, grouped), skip_conflicts=False
+            )
+        return stored
+
+    def _append_numbered(
+        self, grouped: dict[uuid.UUID, list[NewMessage]]
+    ) -> dict[uuid.UUID, list[MessageRow]]:
+        """PostgreSQL: `_append_numbered` per session, in one transaction, or for one session
+        in none (the statement commits by itself)."""
+        if len(grouped) == 1:
+            [(session_id, messages)] = grouped.items()
+            connection = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            with connection:
+                return {session_id: _append_numbered(connection, session_id, messages)}
+        with self.db.write_connection() as connection:
+            return {
+                session_id: _append_numbered(connection, session_id, grouped[session_id])
+                for session_id in sorted(grouped, key=str)
+            }
 
     def page(
         self,
