@@ -10,7 +10,8 @@ Three measurements, each on SQLite and on PostgreSQL (a throwaway database each 
   streamed one after the other (the CLI prints one stored line per block). Latency of a message
   = the client's receive time − its stored `createdAt` (set in the transaction that stores it,
   before the commit and the publish); zero loss = every client gets every seq of its sessions
-  exactly once, in order.
+  exactly once, in order. The latencies are also given apart for the prompts (all sent at once,
+  each starting its CLI's turn) and for the messages the runs stored.
 - **page**: `GET /api/sessions/{id}/messages?limit=50` of a session of 20,000 messages, first
   page and `after=` cursors at random depths.
 - **list**: `GET /api/sessions` with 10,000 sessions: the default page, deep offsets, `state=`.
@@ -194,6 +195,10 @@ class SseClient:
     sessions: set[str]  # the sessions whose messages it must get
     received: dict[str, list[int]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    # The same split: the prompts (stored by the POSTs that queued them, all at once) and the
+    # messages the runs stored.
+    prompt_latencies: list[float] = field(default_factory=list)
+    run_latencies: list[float] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)  # "done" events per session
     others: int = 0  # delta, state, queue, heartbeat… frames
     resyncs: int = 0
@@ -245,7 +250,10 @@ class SseClient:
         if event == b"message" and data:
             message = orjson.loads(data)
             self.received.setdefault(message["sessionId"], []).append(message["seq"])
-            self.latencies.append(arrived - _created_at(message["createdAt"]))
+            latency = arrived - _created_at(message["createdAt"])
+            self.latencies.append(latency)
+            is_prompt = message["type"] == "user" and message["subtype"] == "prompt"
+            (self.prompt_latencies if is_prompt else self.run_latencies).append(latency)
             self.check()
             return
         if event == b"heartbeat":
@@ -428,6 +436,14 @@ async def events_round(stack: Stack, clients: int, sessions: int) -> dict[str, A
             2,
         ),
         "latency_ms": Summary.of(latencies).as_ms(),
+        # The prompts all land in the same instant (one POST per session, sent together, each
+        # starting its CLI's turn); the run's messages come at the runs' pace after that.
+        "latency_prompts_ms": Summary.of(
+            [value for reader in readers for value in reader.prompt_latencies]
+        ).as_ms(),
+        "latency_run_messages_ms": Summary.of(
+            [value for reader in readers for value in reader.run_latencies]
+        ).as_ms(),
     }
 
 
@@ -654,6 +670,20 @@ def _print_events(backend: str, result: dict[str, Any]) -> None:
     )
 
 
+def _print_event_split(results: dict[str, dict[str, Any]]) -> None:
+    print("\n| deliveries of | db | n | p50 ms | p99 ms | max ms |\n" + "|---" * 6 + "|")
+    for name, key in (
+        ("prompts", "latency_prompts_ms"),
+        ("run messages", "latency_run_messages_ms"),
+    ):
+        for backend, result in results.items():
+            lat = result[key]
+            print(
+                f"| {name} | {backend} | {lat['count']} | {lat['p50']:.1f} | {lat['p99']:.1f} "
+                f"| {lat['max']:.1f} |"
+            )
+
+
 def _print_requests(backend: str, result: dict[str, Any]) -> None:
     for name, lat in result["latency_ms"].items():
         if not isinstance(lat, dict):
@@ -713,17 +743,15 @@ def main() -> None:
             )
         for backend, result in results.items():
             (_print_events if part == "events" else _print_requests)(backend, result)
-            if not args.no_write:
-                path = write_result(
-                    f"api_{part}",
-                    backend,
-                    {
-                        "targets_ms": TARGETS_MS,
-                        "commit": _commit(),
-                        **result,
-                    },
-                )
-                print(f"wrote {path}")
+        if part == "events":
+            _print_event_split(results)
+        if args.no_write:
+            continue
+        for backend, result in results.items():
+            path = write_result(
+                f"api_{part}", backend, {"targets_ms": TARGETS_MS, "commit": _commit(), **result}
+            )
+            print(f"wrote {path}")
 
 
 def _commit() -> str:
