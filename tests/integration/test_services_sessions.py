@@ -31,7 +31,7 @@ from pocketcode.domain.states import (
     ProcessStatus,
 )
 from pocketcode.services.files import FileService
-from pocketcode.services.messages import MessageService, NewMessage
+from pocketcode.services.messages import MessageService, NewMessage, append_batch_in
 from pocketcode.services.sessions import SessionService, Usage
 from tests.helpers import run_in_threads
 
@@ -449,7 +449,8 @@ def test_on_postgresql_a_batch_of_one_session_is_one_statement_without_a_transac
     sessions: SessionService, messages: MessageService, project: Path, db: Database
 ) -> None:
     """Storing what an agent just said is one round trip: the seq bump and the insert are one
-    statement, which commits by itself (no BEGIN, no COMMIT)."""
+    statement, which commits by itself (no BEGIN, no COMMIT). Inside a caller's transaction
+    (a queued prompt and its job) the append is that one statement too."""
     row = sessions.create(str(project))
     executed: list[tuple[str, object]] = []
 
@@ -462,9 +463,35 @@ def test_on_postgresql_a_batch_of_one_session_is_one_statement_without_a_transac
     try:
         batch = [NewMessage(MessageType.ASSISTANT, f"m{i}") for i in range(3)]
         assert [m.seq for m in messages.append_grouped({row.id: batch})[row.id]] == [1, 2, 3]
+        assert executed == [("WITH", "AUTOCOMMIT")]
+        executed.clear()
+        with db.write_connection() as connection:
+            assert [m.seq for m in append_batch_in(connection, row.id, batch)] == [4, 5, 6]
+        assert [statement for statement, _ in executed] == ["WITH"]
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", record)
-    assert executed == [("WITH", "AUTOCOMMIT")]
+
+
+def test_inside_a_transaction_stored_uuids_are_skipped_without_seq_gaps(
+    sessions: SessionService, messages: MessageService, project: Path, db: Database
+) -> None:
+    """The append a caller runs in its own transaction (a queued prompt is stored with its
+    job): a provider uuid stored already is skipped and the rest numbered without a gap."""
+    row = sessions.create(str(project))
+    messages.append(row.id, NewMessage(MessageType.ASSISTANT, "old", provider_message_uuid="u-1"))
+    batch = [
+        NewMessage(MessageType.ASSISTANT, f"m{i}", provider_message_uuid=f"u-{i}") for i in range(4)
+    ]
+    with db.write() as session:
+        stored = append_batch_in(session, row.id, batch)
+        session.add(JobRow(session_id=row.id, prompt="in the same transaction"))
+    assert [(m.provider_message_uuid, m.seq) for m in stored] == [
+        ("u-0", 2),
+        ("u-2", 3),
+        ("u-3", 4),
+    ]
+    assert [m.seq for m in messages.page(row.id).messages] == [1, 2, 3, 4]
+    assert (sessions.get(row.id).message_count, sessions.get(row.id).last_message_index) == (4, 4)
 
 
 def test_raw_documents_round_trip_and_rows_written_as_json_text_still_read(

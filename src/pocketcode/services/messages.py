@@ -149,22 +149,25 @@ _BUMP_SEQ_USER = (
 _INSERT = sa.insert(MessageRow)
 # Up to this many rows, insert first and look duplicates up only if the insert met one.
 _OPTIMISTIC_UP_TO = 32
-_INSERT_SKIPPING_STORED = {
-    name: module.insert(MessageRow)
+# SQLite (PostgreSQL numbers and inserts in one statement: `_numbered_insert`).
+_INSERT_SKIPPING_STORED = (
+    sqlite_dialect.insert(MessageRow)
     .on_conflict_do_nothing(index_elements=["session_id", "provider_message_uuid"])
     .returning(MessageRow.id)
-    for name, module in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
-}
+)
 
 
-def _numbered_insert(user: bool) -> sa.Insert:
+def _numbered_insert(user: bool, skip_conflicts: bool) -> sa.Select[int | None, int]:
     """PostgreSQL: one session's seq bump and the insert of its messages numbered after it,
-    as one statement (a data-modifying CTE), so storing a batch is one round trip instead of
-    BEGIN, the bump, the insert and COMMIT: outside a transaction the statement is one of its
-    own. The messages come as one array per column (`new_<column>`: the same statement,
-    compiled once, for any number of them). A missing (or deleted) session bumps nothing and
-    so inserts nothing; a provider uuid stored already fails the whole statement on the
-    unique constraint, bump included."""
+    as one statement (data-modifying CTEs), which answers the seq before the first message
+    (None: no such session, nothing inserted) and how many rows it inserted. Outside a
+    transaction it is a transaction of its own: storing what an agent said is one round trip
+    instead of BEGIN, the bump, the insert and COMMIT. The messages come as one array per
+    column (`new_<column>`), so it is one statement, compiled once, for any number of them.
+
+    With `skip_conflicts`, a message whose provider uuid is stored already is skipped (the
+    caller takes the batch back: its seqs were counted); without, it fails the statement, bump
+    included."""
     columns = MessageRow.__table__.c
     counters = {**_COUNTERS, "last_message_sent_at": _COUNTERS["updated_at"]} if user else _COUNTERS
     before = SessionRow.last_message_index - sa.bindparam("count", type_=sa.Integer)
@@ -193,14 +196,23 @@ def _numbered_insert(user: bool) -> sa.Insert:
         sa.bindparam("now", type_=UTCDateTime()),
         *(messages.c[name] for name in _MESSAGE_FIELDS),
     ).select_from(bumped.join(messages, sa.true()))
-    return (
-        sa.insert(MessageRow)
-        .from_select(["id", "session_id", "seq", "created_at", *_MESSAGE_FIELDS], numbered)
-        .returning(MessageRow.seq)
+    insert = postgresql_dialect.insert(MessageRow).from_select(
+        ["id", "session_id", "seq", "created_at", *_MESSAGE_FIELDS], numbered
+    )
+    if skip_conflicts:
+        insert = insert.on_conflict_do_nothing(
+            index_elements=["session_id", "provider_message_uuid"]
+        )
+    inserted = insert.returning(MessageRow.id).cte("inserted")
+    return sa.select(
+        sa.select(bumped.c.before).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(inserted).scalar_subquery(),
     )
 
 
-_NUMBERED_INSERT = {user: _numbered_insert(user) for user in (False, True)}
+_NUMBERED_INSERT = {
+    (user, skip): _numbered_insert(user, skip) for user in (False, True) for skip in (False, True)
+}
 
 
 # A page of messages, built once (a page is the most frequent read): after a seq, or after
@@ -302,22 +314,31 @@ def _row_values(
     ]
 
 
-def _append_numbered(
-    connection: sa.Connection, session_id: uuid.UUID, messages: list[NewMessage]
-) -> list[MessageRow]:
-    """PostgreSQL: number and insert one session's messages with one statement
-    (`_numbered_insert`); IntegrityError if a provider uuid is stored already."""
-    now = utcnow()
-    rows = _row_values(session_id, 1, now, messages)
-    params: dict[str, Any] = {"session_id": session_id, "count": len(rows), "now": now}
-    for name in ("id", *_MESSAGE_FIELDS):
-        params[f"new_{name}"] = [row[name] for row in rows]
-    statement = _NUMBERED_INSERT[_has_user_message(messages)]
-    seqs = connection.scalars(statement, params).all()
-    if not seqs:
-        raise NotFound(f"session {session_id} not found")
-    first = min(seqs)
-    return [MessageRow(**{**row, "seq": first + index}) for index, row in enumerate(rows)]
+def _insert_numbered(
+    executor: Executor, grouped: dict[uuid.UUID, list[NewMessage]], *, skip_conflicts: bool
+) -> tuple[dict[uuid.UUID, list[MessageRow]], bool]:
+    """`_insert` on PostgreSQL."""
+    stored: dict[uuid.UUID, list[MessageRow]] = {}
+    skipped = False
+    for session_id in sorted(grouped, key=str):
+        messages = grouped[session_id]
+        if not messages:
+            stored[session_id] = []
+            continue
+        now = utcnow()
+        rows = _row_values(session_id, 1, now, messages)
+        params: dict[str, Any] = {"session_id": session_id, "count": len(rows), "now": now}
+        for name in ("id", *_MESSAGE_FIELDS):
+            params[f"new_{name}"] = [row[name] for row in rows]
+        statement = _NUMBERED_INSERT[_has_user_message(messages), skip_conflicts]
+        before, inserted = executor.execute(statement, params).one()
+        if before is None:
+            raise NotFound(f"session {session_id} not found")
+        stored[session_id] = [
+            MessageRow(**{**row, "seq": before + index}) for index, row in enumerate(rows, 1)
+        ]
+        skipped = skipped or inserted != len(rows)
+    return stored, skipped
 
 
 def _is_unique_violation(error: sa.exc.IntegrityError) -> bool:
@@ -328,7 +349,10 @@ def _insert(
     executor: Executor, grouped: dict[uuid.UUID, list[NewMessage]], *, skip_conflicts: bool
 ) -> tuple[dict[uuid.UUID, list[MessageRow]], bool]:
     """Number and insert the messages; returns the rows and whether any was skipped because
-    its provider uuid was stored already (only with `skip_conflicts`)."""
+    its provider uuid was stored already (only with `skip_conflicts`; without, such a message
+    raises IntegrityError). PostgreSQL: one statement per session (`_numbered_insert`)."""
+    if _dialect_name(executor) == "postgresql":
+        return _insert_numbered(executor, grouped, skip_conflicts=skip_conflicts)
     now = utcnow()
     stored: dict[uuid.UUID, list[MessageRow]] = {}
     values: list[dict[str, Any]] = []
@@ -350,7 +374,7 @@ def _insert(
     if not skip_conflicts:
         executor.execute(_INSERT, values)
         return stored, False
-    inserted = set(executor.scalars(_INSERT_SKIPPING_STORED[_dialect_name(executor)], values))
+    inserted = set(executor.scalars(_INSERT_SKIPPING_STORED, values))
     return stored, len(inserted) != len(values)
 
 
@@ -501,7 +525,15 @@ class MessageService:
             with self.db.write_connection() as connection:
                 return append_grouped_in(connection, grouped)
         try:
-            return self._append_numbered(grouped)
+            if len(grouped) == 1:
+                # One statement (PostgreSQL), committed by itself: no BEGIN, no COMMIT.
+                autocommit = self.db.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+                with autocommit as connection:
+                    return _insert(connection, grouped, skip_conflicts=False)[0]
+            with self.db.write_connection() as connection:
+                return _insert(connection, grouped, skip_conflicts=False)[0]
         except sa.exc.IntegrityError as error:
             if not _is_unique_violation(error):
                 raise
@@ -510,22 +542,6 @@ class MessageService:
                 connection, _without_stored(connection, grouped), skip_conflicts=False
             )
         return stored
-
-    def _append_numbered(
-        self, grouped: dict[uuid.UUID, list[NewMessage]]
-    ) -> dict[uuid.UUID, list[MessageRow]]:
-        """PostgreSQL: `_append_numbered` per session, in one transaction, or for one session
-        in none (the statement commits by itself)."""
-        if len(grouped) == 1:
-            [(session_id, messages)] = grouped.items()
-            connection = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            with connection:
-                return {session_id: _append_numbered(connection, session_id, messages)}
-        with self.db.write_connection() as connection:
-            return {
-                session_id: _append_numbered(connection, session_id, grouped[session_id])
-                for session_id in sorted(grouped, key=str)
-            }
 
     def page(
         self,
