@@ -476,12 +476,15 @@ class RunManager:
         elif event.kind is EventKind.DELTA and event.delta is not None:
             await self.bus.publish(Event(job.session_id, "delta", None, dict(event.delta)))
         elif event.kind is EventKind.PROCESS:
+            # `_prepare` stored the provider session id the process was started with; it is
+            # written again only if the process reports another one.
+            reported = event.provider_session_id
             await anyio.to_thread.run_sync(
                 self._record_process,
                 job.session_id,
                 event.pid,
                 event.create_time,
-                event.provider_session_id,
+                reported if reported != request.new_provider_session_id else None,
             )
             await self._publish_state(job.session_id)
 
@@ -656,9 +659,12 @@ class RunManager:
     # -- publishing state ----------------------------------------------------------------------
 
     async def _publish_state(self, session_id: uuid.UUID) -> None:
-        row = await anyio.to_thread.run_sync(self.sessions.get, session_id)
-        pending = await anyio.to_thread.run_sync(self.permissions.pending, session_id)
+        row, pending = await anyio.to_thread.run_sync(self._state_of, session_id)
         await self.bus.publish(session_state_event(row, len(pending)))
+
+    def _state_of(self, session_id: uuid.UUID) -> tuple[SessionRow, list[PermissionRequestRow]]:
+        """A session and its pending permission requests (one trip to a worker thread)."""
+        return self.sessions.get(session_id), self.permissions.pending(session_id)
 
     async def _publish_queue(self, session_id: uuid.UUID) -> None:
         queue = await anyio.to_thread.run_sync(self.jobs.list_queue, session_id)
