@@ -11,7 +11,9 @@ Three measurements, each on SQLite and on PostgreSQL (a throwaway database each 
   = the client's receive time − its stored `createdAt` (set in the transaction that stores it,
   before the commit and the publish); zero loss = every client gets every seq of its sessions
   exactly once, in order. The latencies are also given apart for the prompts (all sent at once,
-  each starting its CLI's turn) and for the messages the runs stored.
+  each starting its CLI's turn) and for the messages the runs stored, and measured a second way:
+  from the kernel's receive time of the bytes (SO_TIMESTAMPNS), which the 200 clients sharing
+  one process, and that process waiting for a CPU, do not delay.
 - **page**: `GET /api/sessions/{id}/messages?limit=50` of a session of 20,000 messages, first
   page and `after=` cursors at random depths.
 - **list**: `GET /api/sessions` with 10,000 sessions: the default page, deep offsets, `state=`.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import itertools
@@ -36,6 +39,8 @@ import os
 import random
 import resource
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -184,10 +189,18 @@ def _created_at(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+# Linux: a receive timestamp (struct timespec) with every recvmsg() of a socket.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
+
+
 @dataclass
 class SseClient:
     """A lean EventSource: HTTP/1.1 on a raw socket, chunked decoding, frames split on a blank
-    line. It notes the time a chunk arrived before parsing it, so its own work is not counted."""
+    line. Two arrival times per frame: when this client read it (the time is taken before
+    parsing, so its own parsing is not counted, but a frame waits in the socket while this one
+    process serves the other clients or is not scheduled), and when the kernel received it
+    (SO_TIMESTAMPNS), which no work of this process delays: the server's latency alone."""
 
     port: int
     path: str
@@ -195,6 +208,7 @@ class SseClient:
     sessions: set[str]  # the sessions whose messages it must get
     received: dict[str, list[int]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    socket_latencies: list[float] = field(default_factory=list)
     # The same split: the prompts (stored by the POSTs that queued them, all at once) and the
     # messages the runs stored.
     prompt_latencies: list[float] = field(default_factory=list)
@@ -208,38 +222,85 @@ class SseClient:
     targets: dict[str, int] | None = None
 
     async def run(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 22)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setblocking(False)
+        # (bytes, kernel receive time) per recvmsg(), b"" at the end of the connection.
+        arrived: collections.deque[tuple[bytes, float]] = collections.deque()
+        readable = asyncio.Event()
+
+        def receive() -> None:
+            while True:
+                try:
+                    data, ancillary, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(16))
+                except BlockingIOError:
+                    break
+                stamp = next(
+                    (_TIMESPEC.unpack(d) for lvl, kind, d in ancillary if kind == SO_TIMESTAMPNS),
+                    None,
+                )
+                arrived.append((data, stamp[0] + stamp[1] / 1e9 if stamp else time.time()))
+                if not data:
+                    loop.remove_reader(sock.fileno())
+                    break
+            readable.set()
+
         try:
+            await loop.sock_connect(sock, ("127.0.0.1", self.port))
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             request = (
                 f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                 f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n"
             )
-            writer.write(request.encode())
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            if b" 200 " not in head.split(b"\r\n", 1)[0]:
-                raise RuntimeError(f"{self.path}: {head[:200]!r}")
-            chunked = b"transfer-encoding: chunked" in head.lower()
-            buffer = b""
-            while True:
-                if chunked:
-                    size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await loop.sock_sendall(sock, request.encode())
+            loop.add_reader(sock.fileno(), receive)
+            await self._read(arrived, readable)
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+
+    async def _read(
+        self, arrived: collections.deque[tuple[bytes, float]], readable: asyncio.Event
+    ) -> None:
+        """Decode the response: its head, then chunks, then frames; a frame keeps the kernel
+        time of the read that completed it."""
+        raw = b""  # bytes not decoded yet
+        body = b""  # decoded body bytes not split into frames yet
+        chunked: bool | None = None  # None until the head is read
+        while True:
+            await readable.wait()
+            readable.clear()
+            read_at = time.time()  # before parsing: this process's own work is not counted
+            while arrived:
+                data, in_socket = arrived.popleft()
+                if not data:
+                    return
+                raw += data
+                if chunked is None:
+                    end = raw.find(b"\r\n\r\n")
+                    if end < 0:
+                        continue
+                    head, raw = raw[:end], raw[end + 4 :]
+                    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                        raise RuntimeError(f"{self.path}: {head[:200]!r}")
+                    chunked = b"transfer-encoding: chunked" in head.lower()
+                while chunked and (line_end := raw.find(b"\r\n")) >= 0:
+                    size = int(raw[:line_end].split(b";")[0], 16)
                     if size == 0:
                         return
-                    data = (await reader.readexactly(size + 2))[:-2]
-                else:
-                    data = await reader.read(1 << 16)
-                    if not data:
-                        return
-                arrived = time.time()
-                buffer += data
-                while (end := buffer.find(b"\n\n")) >= 0:
-                    self._frame(buffer[:end], arrived)
-                    buffer = buffer[end + 2 :]
-        finally:
-            writer.close()
+                    start = line_end + 2
+                    if len(raw) < start + size + 2:
+                        break
+                    body += raw[start : start + size]
+                    raw = raw[start + size + 2 :]
+                if not chunked:
+                    body, raw = body + raw, b""
+                while (end := body.find(b"\n\n")) >= 0:
+                    self._frame(body[:end], read_at, in_socket)
+                    body = body[end + 2 :]
 
-    def _frame(self, raw: bytes, arrived: float) -> None:
+    def _frame(self, raw: bytes, arrived: float, in_socket: float) -> None:
         event = b"message"
         data = b""
         for line in raw.split(b"\n"):
@@ -250,8 +311,10 @@ class SseClient:
         if event == b"message" and data:
             message = orjson.loads(data)
             self.received.setdefault(message["sessionId"], []).append(message["seq"])
-            latency = arrived - _created_at(message["createdAt"])
+            created = _created_at(message["createdAt"])
+            latency = arrived - created
             self.latencies.append(latency)
+            self.socket_latencies.append(in_socket - created)
             is_prompt = message["type"] == "user" and message["subtype"] == "prompt"
             (self.prompt_latencies if is_prompt else self.run_latencies).append(latency)
             self.check()
@@ -436,6 +499,9 @@ async def events_round(stack: Stack, clients: int, sessions: int) -> dict[str, A
             2,
         ),
         "latency_ms": Summary.of(latencies).as_ms(),
+        "latency_at_socket_ms": Summary.of(
+            [value for reader in readers for value in reader.socket_latencies]
+        ).as_ms(),
         # The prompts all land in the same instant (one POST per session, sent together, each
         # starting its CLI's turn); the run's messages come at the runs' pace after that.
         "latency_prompts_ms": Summary.of(
@@ -661,12 +727,13 @@ def run_list(backend: str, count: int, requests: int) -> dict[str, Any]:
 
 
 def _print_events(backend: str, result: dict[str, Any]) -> None:
-    lat = result["latency_ms"]
+    lat, sock = result["latency_ms"], result["latency_at_socket_ms"]
     print(
         f"| {backend} | {result['clients']} | {result['sessions']} | {result['messages_stored']} "
         f"| {result['deliveries']} | {lat['p50']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} "
         f"| {result['lost']} / {result['duplicated']} / {result['out_of_order']} "
-        f"| {result['messages_per_s']} | {result['server_cpu_s']} | {result['client_cpu_s']} |"
+        f"| {result['messages_per_s']} | {result['server_cpu_s']} | {result['client_cpu_s']} "
+        f"| {sock['p50']:.1f} / {sock['p99']:.1f} / {sock['max']:.1f} |"
     )
 
 
@@ -732,8 +799,8 @@ def main() -> None:
         if part == "events":
             print(
                 "| db | clients | sessions | messages | deliveries | p50 ms | p99 ms | max ms "
-                "| lost / dup / out of order | messages/s | server CPU s | client CPU s |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"
+                "| lost / dup / out of order | messages/s | server CPU s | client CPU s "
+                "| at the socket: p50 / p99 / max ms |\n" + "|---" * 13 + "|"
             )
         else:
             print(
