@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(
         default=4, ge=1, le=64, description="Prompts run at once by this server process."
     )
+    agent_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU priority of the agent CLI and its tools below the server's (0 = same).",
+    )
     agent_idle_timeout: float = Field(
         default=600.0, gt=0, description="Seconds an idle session keeps its live CLI process."
     )

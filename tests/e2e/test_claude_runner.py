@@ -539,6 +539,43 @@ def test_the_launcher_starts_a_new_session_with_only_the_kept_variables(
     assert write_launcher(tmp_path / "work", probe) == launcher  # written once
 
 
+async def test_the_cli_and_the_tools_it_runs_get_the_lower_cpu_priority(
+    fake_model: StartFakeModel, runner_session: MakeRunnerSession
+) -> None:
+    session = runner_session(fake_model(), nice=7)
+    session.server.add_turns(
+        tool_use("Bash", {"command": "ps -o ni= -p $$"}), text("Measured.")
+    )
+
+    run = await session.run("how nice are you?")
+
+    assert run.outcome.status is RunStatus.COMPLETED, run.outcome
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+    cli = session.runner.live_pid(session.session_id)
+    assert cli is not None and os.getpriority(os.PRIO_PROCESS, cli) == expected
+    (result,) = run.of_type(MessageType.USER, "tool_result")
+    assert result.text.strip() == str(expected)
+
+
+def test_the_launcher_runs_the_cli_below_the_servers_cpu_priority(tmp_path: Path) -> None:
+    target = tmp_path / "fake-cli"
+    target.write_text("#!/bin/sh\nps -o ni= -p $$\n")
+    target.chmod(0o700)
+    env = {"PATH": os.defpath, "POCKETCODE_ENV_KEEP": "PATH"}
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+
+    def nice_of_cli(nice: int) -> int:
+        launcher = write_launcher(tmp_path / f"work-{nice}", target, nice)
+        run = subprocess.run([str(launcher)], env=env, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert nice_of_cli(10) == min(19, ours + 10)
+    assert nice_of_cli(0) == ours
+    with pytest.raises(ValueError):
+        write_launcher(tmp_path / "work", target, 20)
+
+
 def test_the_launcher_becomes_the_cli_and_leaves_no_process_behind(tmp_path: Path) -> None:
     """The launcher filters the environment and then execs: the CLI runs as the very process
     the SDK started (its pid, which cancel and recovery record and signal), with no shell or

@@ -11,7 +11,10 @@ Process model (numbers measured with Claude Code 2.1.330 against the fake model)
   group. Our `cli_path` is therefore a tiny launcher (written into `work_dir`) that starts a
   new session (`setsid`) and execs the real CLI with only the variables the runner chose
   (`agent_environment`), so the server's secrets never reach the CLI or its tools, and the
-  CLI's process group can be killed without touching the server.
+  CLI's process group can be killed without touching the server. It also lowers the CLI's
+  CPU priority (`nice`, inherited by every tool the agent runs), so a busy agent — ten turns
+  starting at once, a build it runs — leaves the CPU to the server first, and the live views
+  stay live.
 - Cancel: `interrupt()` first (the CLI stops in milliseconds, keeps the partial reply and stays
   usable); if the run has not ended after `cancel_grace`, SIGTERM/SIGKILL the CLI's process
   group, then kill the tool processes that live in sessions of their own, found by the marker
@@ -142,8 +145,9 @@ def agent_environment(
 
 
 _LAUNCHER_PY = '''\
-"""Written by pocketcode: run the claude CLI in a session of its own, with only the
-environment variables the runner chose (named in {keep})."""
+"""Written by pocketcode: run the claude CLI in a session of its own, at a lower CPU
+priority (nice +{nice}), with only the environment variables the runner chose (named in
+{keep})."""
 import os
 import sys
 
@@ -152,6 +156,8 @@ names = os.environ.get({keep!r}, "").split(",")
 names += {sdk_names!r}
 env = {{name: os.environ[name] for name in names if name and name in os.environ}}
 os.setsid()
+if {nice}:
+    os.nice({nice})
 try:
     os.execve(CLI, [CLI, *sys.argv[1:]], env)
 except OSError as exc:
@@ -160,9 +166,14 @@ except OSError as exc:
 '''
 
 
-def write_launcher(work_dir: Path, cli_path: Path) -> Path:
-    """Write (once) the launcher for `cli_path` into `work_dir` and return its path."""
-    source = _LAUNCHER_PY.format(cli=str(cli_path), keep=_ENV_KEEP, sdk_names=list(_SDK_NAMES))
+def write_launcher(work_dir: Path, cli_path: Path, nice: int = 0) -> Path:
+    """Write (once) the launcher for `cli_path` into `work_dir` and return its path; the CLI
+    runs `nice` steps below the server's CPU priority (0: the same)."""
+    if not 0 <= nice <= 19:
+        raise ValueError("nice must be 0..19")
+    source = _LAUNCHER_PY.format(
+        cli=str(cli_path), keep=_ENV_KEEP, sdk_names=list(_SDK_NAMES), nice=nice
+    )
     shell = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S {{script}} "$@"\n'
     digest = hashlib.sha256((source + shell + sys.executable).encode()).hexdigest()[:12]
     script = work_dir / f"claude-launch-{digest}.py"
@@ -671,8 +682,10 @@ class ClaudeCodeRunner:
         config_dir: Path | None = None,
         server_env: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
+        nice: int = 0,
     ) -> None:
         self._cli_path = cli_path
+        self._nice = nice
         self._idle_timeout = idle_timeout
         self._cancel_grace = cancel_grace
         self._start_timeout = start_timeout
@@ -891,7 +904,7 @@ class ClaudeCodeRunner:
         from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
 
         work_dir = self._ensure_work_dir()
-        launcher = await asyncio.to_thread(write_launcher, work_dir, cli)
+        launcher = await asyncio.to_thread(write_launcher, work_dir, cli, self._nice)
         tmpdir = work_dir / "claude-tmp"
         tmpdir.mkdir(mode=0o700, exist_ok=True)
         base: dict[str, str] = {"CLAUDE_CODE_TMPDIR": str(tmpdir)}

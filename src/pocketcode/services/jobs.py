@@ -18,6 +18,7 @@ Runs are never retried blindly (they edit files): a job whose worker died become
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -101,13 +102,18 @@ def _writable_session(session: Session, session_id: uuid.UUID | str) -> SessionR
     return row
 
 
-def _claimable(session_ids: Collection[uuid.UUID] | None = None) -> sa.Select[uuid.UUID]:
+@functools.cache
+def _claimable(some_sessions: bool) -> sa.Select[uuid.UUID]:
     """The oldest job that may start now: pending and due, first in its session's queue, in
-    a live session that runs nothing (and, when given, one of `session_ids`)."""
+    a live session that runs nothing (and, with `some_sessions`, one of the bound
+    `session_ids`); bound `now`.
+
+    Built once per variant: building it — three aliases of the jobs table — cost more of the
+    server's time than running it when ten prompts arrived at once."""
     job = aliased(JobRow, name="candidate")
     older = aliased(JobRow, name="older")
     running = aliased(JobRow, name="running")
-    now = utcnow()
+    now: sa.BindParameter[datetime] = sa.bindparam("now")
     return (
         sa.select(job.id)
         .where(
@@ -127,10 +133,37 @@ def _claimable(session_ids: Collection[uuid.UUID] | None = None) -> sa.Select[uu
                 ),
             ),
             sa.exists().where(SessionRow.id == job.session_id, SessionRow.deleted_at.is_(None)),
-            job.session_id.in_(session_ids) if session_ids is not None else sa.true(),
+            job.session_id.in_(sa.bindparam("session_ids", expanding=True))
+            if some_sessions
+            else sa.true(),
         )
         .order_by(job.created_at, job.id)
         .limit(1)
+    )
+
+
+@functools.cache
+def _claim(pick: bool, some_sessions: bool = False) -> sa.Update:
+    """Mark a pending job processing for a worker (bound `claimer`, `now`), RETURNING it:
+    the one `_claimable` picks and locks (`pick`, PostgreSQL), else the bound `job_id`."""
+    now = sa.bindparam("now", type_=JobRow.__table__.c.updated_at.type)
+    target: sa.ColumnElement[uuid.UUID] = (
+        _claimable(some_sessions).with_for_update(skip_locked=True).scalar_subquery()
+        if pick
+        else sa.bindparam("job_id")
+    )
+    return (
+        sa.update(JobRow)
+        .where(JobRow.id == target, JobRow.status == JobStatus.PENDING)
+        .values(
+            status=JobStatus.PROCESSING,
+            worker_id=sa.bindparam("claimer"),
+            claimed_at=now,
+            heartbeat_at=now,
+            attempts=JobRow.attempts + 1,
+            updated_at=now,
+        )
+        .returning(JobRow)
     )
 
 
@@ -247,27 +280,20 @@ class JobService:
     def _claim_in(
         self, session: Session, worker_id: str, session_ids: Collection[uuid.UUID] | None
     ) -> JobRow | None:
-        now = utcnow()
-        update = sa.update(JobRow).values(
-            status=JobStatus.PROCESSING,
-            worker_id=worker_id,
-            claimed_at=now,
-            heartbeat_at=now,
-            attempts=JobRow.attempts + 1,
-            updated_at=now,
-        )
+        params: dict[str, Any] = {"now": utcnow(), "claimer": worker_id}
+        if session_ids is not None:
+            params["session_ids"] = list(session_ids)
         if self.db.is_sqlite:
             # BEGIN IMMEDIATE already holds the write lock: no other claimer runs meanwhile.
-            job_id = session.scalar(_claimable(session_ids))
+            job_id = session.scalar(_claimable(session_ids is not None), params)
             if job_id is None:
                 return None
-            update = update.where(JobRow.id == job_id)
+            statement = _claim(False)
+            params["job_id"] = job_id
         else:
-            candidate = _claimable(session_ids).with_for_update(skip_locked=True).scalar_subquery()
-            update = update.where(JobRow.id == candidate)
-        row = session.scalar(
-            update.where(JobRow.status == JobStatus.PENDING).returning(JobRow),
-            execution_options={"synchronize_session": False},
+            statement = _claim(True, session_ids is not None)
+        row: JobRow | None = session.scalar(
+            statement, params, execution_options={"synchronize_session": False}
         )
         if row is not None:
             log.info("worker %s claimed job %s of session %s", worker_id, row.id, row.session_id)

@@ -58,6 +58,7 @@ class Runtime:
             cancel_grace=settings.cancel_grace,
             instance_id=worker_id,
             work_dir=work_dir,
+            nice=settings.agent_nice,
         )
         permissions = PermissionService(db, timeout=settings.permission_timeout)
         runs = RunManager(
