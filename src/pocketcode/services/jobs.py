@@ -167,6 +167,17 @@ def _claim(pick: bool, some_sessions: bool = False) -> sa.Update:
     )
 
 
+def pending_jobs_in(session: Session, session_id: uuid.UUID) -> list[JobRow]:
+    """A session's pending jobs, next to run first, in the caller's transaction."""
+    return list(
+        session.scalars(
+            sa.select(JobRow)
+            .where(JobRow.session_id == session_id, JobRow.status == JobStatus.PENDING)
+            .order_by(JobRow.created_at, JobRow.id)
+        )
+    )
+
+
 class JobService:
     """Each public method is one transaction."""
 
@@ -180,6 +191,14 @@ class JobService:
     ) -> tuple[JobRow, MessageRow]:
         """Store the prompt as the session's next user message and as a pending job, both or
         neither."""
+        job, message, _ = self.enqueue_and_list(session_id, prompt, options)
+        return job, message
+
+    def enqueue_and_list(
+        self, session_id: uuid.UUID | str, prompt: str, options: dict[str, Any] | None = None
+    ) -> tuple[JobRow, MessageRow, list[JobRow]]:
+        """`enqueue`, and the session's queue after it, read in the same transaction (what
+        the "queue" event a server publishes next shows)."""
         _check_prompt(prompt)
         checked = _check_options(options)
         with self.db.write() as session:
@@ -200,19 +219,14 @@ class JobService:
                 row.id,
                 NewMessage(MessageType.USER, prompt, subtype="prompt", job_id=job.id),
             )
+            queue = pending_jobs_in(session, row.id)
         log.info("job %s queued in session %s", job.id, row.id)
-        return job, message
+        return job, message, queue
 
     def list_queue(self, session_id: uuid.UUID) -> list[JobRow]:
         """The session's pending jobs, next to run first."""
         with self.db.read() as session:
-            return list(
-                session.scalars(
-                    sa.select(JobRow)
-                    .where(JobRow.session_id == session_id, JobRow.status == JobStatus.PENDING)
-                    .order_by(JobRow.created_at, JobRow.id)
-                )
-            )
+            return pending_jobs_in(session, session_id)
 
     def get(self, job_id: uuid.UUID | str) -> JobRow:
         with self.db.read() as session:

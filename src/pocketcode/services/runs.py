@@ -57,11 +57,15 @@ from pocketcode.domain.states import (
     ProcessStatus,
 )
 from pocketcode.services.events import Event, EventBus, message_event, session_state_event
-from pocketcode.services.jobs import JobService
+from pocketcode.services.jobs import JobService, pending_jobs_in
 from pocketcode.services.messages import MessageService, NewMessage
-from pocketcode.services.permissions import PermissionEvent, PermissionService
+from pocketcode.services.permissions import (
+    PermissionEvent,
+    PermissionService,
+    pending_requests_in,
+)
 from pocketcode.services.pricing import PricingService
-from pocketcode.services.sessions import SessionService, Usage, load_session
+from pocketcode.services.sessions import SessionService, Usage, load_session, move_process_in
 from pocketcode.services.transcripts import run_messages_since
 
 log = logging.getLogger(__name__)
@@ -240,6 +244,12 @@ class _ActiveRun:
     cancel_requested: bool = False
 
 
+def _queue_event(session_id: uuid.UUID, queue: list[JobRow]) -> Event:
+    """A session's "queue" event: its pending prompts, next first."""
+    pending = [{"id": str(job.id), "prompt": job.prompt[:500]} for job in queue]
+    return Event(session_id, "queue", None, {"pending": pending})
+
+
 class RunManager:
     def __init__(
         self,
@@ -314,11 +324,11 @@ class RunManager:
     ) -> JobRow:
         """Queue a prompt: the user message is stored and published before this returns."""
         checked = validate_run_options(options)
-        job, message = await anyio.to_thread.run_sync(
-            self.jobs.enqueue, session_id, prompt, checked
+        job, message, queue = await anyio.to_thread.run_sync(
+            self.jobs.enqueue_and_list, session_id, prompt, checked
         )
         await self.bus.publish(message_event(message))
-        await self._publish_queue(session_id)
+        await self.bus.publish(_queue_event(session_id, queue))
         await self.bus.notify_jobs()
         return job
 
@@ -393,9 +403,9 @@ class RunManager:
         heartbeat = asyncio.create_task(self._heartbeat(job.id))
         writer = _RunWriter(self._writer, session_id)
         try:
-            request = await anyio.to_thread.run_sync(self._prepare, job)
-            await self._publish_state(session_id)
-            await self._publish_queue(session_id)
+            request, state, queue = await anyio.to_thread.run_sync(self._prepare, job)
+            await self.bus.publish(state)
+            await self.bus.publish(queue)
             outcome = await self.runner.run(
                 request,
                 lambda event: self._on_event(job, request, writer, event),
@@ -430,20 +440,24 @@ class RunManager:
         except Exception:
             log.exception("recording the end of run %s failed", job.id)
 
-    def _prepare(self, job: JobRow) -> RunRequest:
-        """Mark the session starting and build the runner's request (worker thread)."""
+    def _prepare(self, job: JobRow) -> tuple[RunRequest, Event, Event]:
+        """Mark the session starting and build the runner's request, with the session's
+        "state" and "queue" events after it: one transaction (worker thread)."""
         with self.db.write() as session:
             row = load_session(session, job.session_id, lock=True)
             resume = row.provider_session_id
             new_id = resume or str(uuid.uuid4())
             # Chosen before the process starts, so the transcript path is known up front.
             row.provider_session_id = new_id
+            move_process_in(row, ProcessStatus.STARTING, is_working=True, current_job_id=job.id)
             project = Path(row.project_path)
             model = row.model
             mode = row.permission_mode
-        self.sessions.mark_starting(job.session_id, job.id)
+            session.flush()
+            state = session_state_event(row, len(pending_requests_in(session, row.id)))
+            queue = _queue_event(row.id, pending_jobs_in(session, row.id))
         options = job.options or {}
-        return RunRequest(
+        request = RunRequest(
             session_id=job.session_id,
             job_id=job.id,
             prompt=job.prompt,
@@ -461,6 +475,7 @@ class RunManager:
             max_thinking_tokens=options.get("maxThinkingTokens"),
             env=self.agent_env(),
         )
+        return request, state, queue
 
     async def _on_event(
         self, job: JobRow, request: RunRequest, writer: _RunWriter, event: AgentEvent
@@ -479,14 +494,14 @@ class RunManager:
             # `_prepare` stored the provider session id the process was started with; it is
             # written again only if the process reports another one.
             reported = event.provider_session_id
-            await anyio.to_thread.run_sync(
+            state = await anyio.to_thread.run_sync(
                 self._record_process,
                 job.session_id,
                 event.pid,
                 event.create_time,
                 reported if reported != request.new_provider_session_id else None,
             )
-            await self._publish_state(job.session_id)
+            await self.bus.publish(state)
 
     def _record_process(
         self,
@@ -494,15 +509,22 @@ class RunManager:
         pid: int | None,
         create_time: float | None,
         provider_session_id: str | None,
-    ) -> None:
-        self.sessions.start_streaming(session_id, pid, create_time)
-        if provider_session_id:
-            with self.db.write() as session:
-                session.execute(
-                    sa.update(SessionRow)
-                    .where(SessionRow.id == session_id)
-                    .values(provider_session_id=provider_session_id)
-                )
+    ) -> Event:
+        """The agent process is up: the session streams (and its provider session id is the
+        one the process reported). Returns the session's "state" event; one transaction."""
+        with self.db.write() as session:
+            row = load_session(session, session_id, lock=True)
+            move_process_in(
+                row,
+                ProcessStatus.STREAMING,
+                is_working=True,
+                process_pid=pid,
+                process_create_time=create_time,
+            )
+            if provider_session_id:
+                row.provider_session_id = provider_session_id
+            session.flush()
+            return session_state_event(row, len(pending_requests_in(session, session_id)))
 
     async def _ask(
         self,
@@ -668,14 +690,7 @@ class RunManager:
 
     async def _publish_queue(self, session_id: uuid.UUID) -> None:
         queue = await anyio.to_thread.run_sync(self.jobs.list_queue, session_id)
-        await self.bus.publish(
-            Event(
-                session_id,
-                "queue",
-                None,
-                {"pending": [{"id": str(job.id), "prompt": job.prompt[:500]} for job in queue]},
-            )
-        )
+        await self.bus.publish(_queue_event(session_id, queue))
 
     # -- recovery at start-up ------------------------------------------------------------------
 

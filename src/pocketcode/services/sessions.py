@@ -150,6 +150,21 @@ def load_session(
     return row
 
 
+def move_process_in(row: SessionRow, target: ProcessStatus, **values: Any) -> None:
+    """Move a session's process status (InvalidTransition if it may not) and set `values`,
+    on a row loaded (locked) in the caller's write transaction."""
+    if row.process_status != target and not can_move_process(row.process_status, target):
+        raise InvalidTransition(
+            f"session {row.id} cannot go from {row.process_status.value} to {target.value}"
+        )
+    row.process_status = target
+    for name, value in values.items():
+        setattr(row, name, value)
+    now = utcnow()
+    row.last_activity_at = now
+    row.updated_at = now
+
+
 class SessionService:
     def __init__(self, db: Database, allowed_roots: Sequence[Path]) -> None:
         self.db = db
@@ -458,17 +473,7 @@ class SessionService:
 
     def _move(self, session_id: uuid.UUID | str, target: ProcessStatus, **values: Any) -> None:
         with self.db.write() as session:
-            row = load_session(session, session_id, lock=True)
-            if row.process_status != target and not can_move_process(row.process_status, target):
-                raise InvalidTransition(
-                    f"session {row.id} cannot go from {row.process_status.value} to {target.value}"
-                )
-            row.process_status = target
-            for name, value in values.items():
-                setattr(row, name, value)
-            now = utcnow()
-            row.last_activity_at = now
-            row.updated_at = now
+            move_process_in(load_session(session, session_id, lock=True), target, **values)
 
     def _finish(
         self, session_id: uuid.UUID | str, target: ProcessStatus, outcome: JobStatus
