@@ -34,7 +34,7 @@ from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.runtime import Runtime
 from pocketcode.services.sessions import SessionService
 from pocketcode.web.app import create_app
-from pocketcode.web.event_streams import StreamOptions
+from pocketcode.web.event_streams import StreamOptions, encode_all_cursor, parse_all_cursor
 from pocketcode.web.routes.events import stream_options
 from tests.e2e import conftest as e2e_fixtures
 from tests.e2e.run_stack import RunStack
@@ -272,6 +272,14 @@ async def test_the_stream_of_every_session_replays_each_session_exactly(
             assert sorted(received) == sorted([(str(first), 2), (str(first), 3), (str(second), 2)])
             cursor = [item.id for item in live if item.id][-1]
         assert cursor is not None and cursor.startswith("m1.")
+        # Each message's cursor (kept up to date frame by frame) is the one its stream's
+        # positions encode, and places the message's session at that message.
+        for item in live:
+            if item.event == "message":
+                assert item.id is not None
+                since, positions = parse_all_cursor(item.id)
+                assert encode_all_cursor(since, positions) == item.id
+                assert positions[uuid.UUID(item.data["sessionId"])] == item.data["seq"]
 
         # Missed while away: messages of every session, the quiet one included.
         await store(db, first, "missed")

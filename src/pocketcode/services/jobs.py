@@ -214,12 +214,14 @@ class JobService:
             )
             session.add(job)
             session.flush()  # the message refers to the job
+            queue = pending_jobs_in(session, row.id)
+            # Last before the commit: the message's createdAt is taken here, and clients
+            # measure how fast it reaches them from it.
             message, _ = append_in(
                 session,
                 row.id,
                 NewMessage(MessageType.USER, prompt, subtype="prompt", job_id=job.id),
             )
-            queue = pending_jobs_in(session, row.id)
         log.info("job %s queued in session %s", job.id, row.id)
         return job, message, queue
 

@@ -195,6 +195,9 @@ class EventStream:
         self.permissions = PermissionService(db)
         # The last seq the client has, per session.
         self.positions: dict[uuid.UUID, int] = {}
+        # Every session: the cursor's "<session hex>-<seq>" parts, in cursor order, kept as
+        # positions move (the cursor is written on every message frame); None: rebuild.
+        self._parts: dict[uuid.UUID, str] | None = None
         # Every session: sessions not in `positions` are known up to `since` (see above).
         self.since_ms = 0
 
@@ -205,7 +208,22 @@ class EventStream:
     def cursor(self) -> str:
         if self.session_id is not None:
             return str(self.positions.get(self.session_id, 0))
-        return encode_all_cursor(self.since_ms, self.positions)
+        parts = self._parts
+        if parts is None:
+            # In the order encode_all_cursor writes them: by session hex.
+            ordered = sorted(self.positions.items(), key=lambda item: _hex(item[0]))
+            parts = self._parts = {s: f"{_hex(s)}-{seq}" for s, seq in ordered}
+        return ".".join([_ALL_CURSOR_PREFIX, str(self.since_ms), *parts.values()])
+
+    def _move_to(self, session_id: uuid.UUID, seq: int) -> None:
+        """The client has the session's messages up to `seq`."""
+        self.positions[session_id] = seq
+        parts = self._parts
+        if parts is not None:
+            if session_id in parts:
+                parts[session_id] = f"{_hex(session_id)}-{seq}"
+            else:
+                self._parts = None  # a new session: its place in the order
 
     def close(self) -> None:
         self.subscription.close()
@@ -251,6 +269,7 @@ class EventStream:
             await self._start_from_now()
             return
         self.since_ms, self.positions = decoded
+        self._parts = None
         async for chunk in self._replay_all():
             yield chunk
         await self._move_since()
@@ -267,13 +286,14 @@ class EventStream:
         if requested is not None and requested > last:
             yield self._resync_frame(session_id, "cursor ahead of the session")
             requested = None
-        self.positions[session_id] = last if requested is None else requested
+        self._move_to(session_id, last if requested is None else requested)
         async for chunk in self._backlog(session_id):
             yield chunk
 
     async def _start_from_now(self) -> None:
         self.since_ms = int((time.time() - MARGIN.total_seconds()) * 1000)
         self.positions = await anyio.to_thread.run_sync(self.messages.recent_positions, self.since)
+        self._parts = None
 
     async def _move_since(self) -> None:
         """After a replay the client has every stored message: move `since` to a minute ago
@@ -284,6 +304,7 @@ class EventStream:
         recent = await anyio.to_thread.run_sync(self.messages.recent_sessions, _from_ms(since_ms))
         self.since_ms = since_ms
         self.positions = {s: seq for s, seq in self.positions.items() if s in recent}
+        self._parts = None
 
     # -- replay from the database ---------------------------------------------------------
 
@@ -294,7 +315,7 @@ class EventStream:
             position = await anyio.to_thread.run_sync(
                 self.messages.seq_before, session_id, self.since
             )
-            self.positions[session_id] = position
+            self._move_to(session_id, position)
         return position
 
     async def _backlog(self, session_id: uuid.UUID) -> AsyncIterator[bytes]:
@@ -303,7 +324,7 @@ class EventStream:
         while True:
             rows = await anyio.to_thread.run_sync(self.messages.since, session_id, after, MAX_PAGE)
             for row in rows:
-                self.positions[session_id] = row.seq
+                self._move_to(session_id, row.seq)
                 yield self._message_frame(message_event(row))
             if len(rows) < MAX_PAGE:
                 return
@@ -328,7 +349,7 @@ class EventStream:
                 return None
             if event.seq <= position:
                 return b""
-            self.positions[event.session_id] = event.seq
+            self._move_to(event.session_id, event.seq)
             return self._message_frame(event)
         if event.type == RESYNC:
             return None
@@ -338,7 +359,7 @@ class EventStream:
         if event.type == MESSAGE and event.seq is not None:
             position = await self._position(event.session_id)
             if event.seq == position + 1:
-                self.positions[event.session_id] = event.seq
+                self._move_to(event.session_id, event.seq)
                 yield self._message_frame(event)
             elif event.seq > position + 1:
                 # Messages in between were published elsewhere and are still on their way
