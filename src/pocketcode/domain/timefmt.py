@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 
 
 def iso_z(value: datetime) -> str:
-    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """A naive value is taken as UTC. (`isoformat` truncates to the millisecond, as `Date`
+    does; it is C code — this runs for every timestamp of every session and message listed.)"""
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def now_iso_z() -> str:
