@@ -543,9 +543,7 @@ async def test_the_cli_and_the_tools_it_runs_get_the_lower_cpu_priority(
     fake_model: StartFakeModel, runner_session: MakeRunnerSession
 ) -> None:
     session = runner_session(fake_model(), nice=7)
-    session.server.add_turns(
-        tool_use("Bash", {"command": "ps -o ni= -p $$"}), text("Measured.")
-    )
+    session.server.add_turns(tool_use("Bash", {"command": "ps -o ni= -p $$"}), text("Measured."))
 
     run = await session.run("how nice are you?")
 
