@@ -551,6 +551,10 @@ async def test_the_cli_and_the_tools_it_runs_get_the_lower_cpu_priority(
     expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
     cli = session.runner.live_pid(session.session_id)
     assert cli is not None and os.getpriority(os.PRIO_PROCESS, cli) == expected
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroup.exists() and autogroup.read_text().strip() == "1":
+        # Its session's scheduling group too (a nice inside a group of its own does nothing).
+        assert Path(f"/proc/{cli}/autogroup").read_text().split()[-1] == "7"
     (result,) = run.of_type(MessageType.USER, "tool_result")
     assert result.text.strip() == str(expected)
 
