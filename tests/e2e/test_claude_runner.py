@@ -551,12 +551,47 @@ async def test_the_cli_and_the_tools_it_runs_get_the_lower_cpu_priority(
     expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
     cli = session.runner.live_pid(session.session_id)
     assert cli is not None and os.getpriority(os.PRIO_PROCESS, cli) == expected
-    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
-    if autogroup.exists() and autogroup.read_text().strip() == "1":
-        # Its session's scheduling group too (a nice inside a group of its own does nothing).
-        assert Path(f"/proc/{cli}/autogroup").read_text().split()[-1] == "7"
+    # Its session's scheduling group too (a nice inside a group of its own does nothing).
+    # Unprivileged, the kernel's one change per 0.1 s for the whole machine can still refuse
+    # it when other CLIs start at the same moment (another test worker's).
+    assert _autogroup_nice(cli) in ((None, 7) if os.geteuid() == 0 else (None, 0, 7))
+
     (result,) = run.of_type(MessageType.USER, "tool_result")
     assert result.text.strip() == str(expected)
+
+
+def _autogroup_nice(pid: int) -> int | None:
+    """The nice of the process's autogroup; None without autogroup scheduling."""
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if not enabled.exists() or enabled.read_text().strip() != "1":
+        return None
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
+def test_a_cli_group_the_kernel_refused_to_lower_is_lowered_again_from_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unprivileged, the kernel takes one autogroup change per 0.1 s for the whole machine:
+    the launcher's try can be refused when CLIs start together, and the runner tries again."""
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        if processes.autogroup_nice(child.pid) is None:
+            pytest.skip("no autogroup scheduling on this kernel")
+        real = processes._set_autogroup_nice
+        answers = iter([False, False])  # "try later" twice, as the kernel says with EAGAIN
+        calls: list[int] = []
+
+        def refusing(pid: int, nice: int) -> bool | None:
+            calls.append(pid)
+            return next(answers, None) if len(calls) <= 2 else real(pid, nice)
+
+        monkeypatch.setattr(processes, "_set_autogroup_nice", refusing)
+        asyncio.run(processes.lower_autogroup(child.pid, 6))
+        assert calls == [child.pid] * 3
+        assert processes.autogroup_nice(child.pid) == 6
+    finally:
+        child.kill()
+        child.wait(10)
 
 
 def test_the_launcher_runs_the_cli_below_the_servers_cpu_priority(tmp_path: Path) -> None:

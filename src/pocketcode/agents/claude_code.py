@@ -163,11 +163,13 @@ if {nice}:
     os.nice({nice})
     # With autogroup scheduling (most desktop kernels) a new session is a group of its own
     # that the CPU is shared between, whatever the nice of its processes: lower the group.
+    # (Unprivileged, the kernel takes one such change per 0.1 s for the whole machine: when
+    # it refuses, the runner sets it from the server once the CLI runs, without delaying it.)
     try:
         with open("/proc/self/autogroup", "w") as group:
             group.write("{nice}")
     except OSError:
-        pass  # no autogroup, or another group's nice was set in the last 0.1 s
+        pass
 try:
     os.execve(CLI, [CLI, *sys.argv[1:]], env)
 except OSError as exc:
@@ -704,6 +706,7 @@ class ClaudeCodeRunner:
         self._config_dir = config_dir
         self._server_env = server_env
         self._start_slots = asyncio.Semaphore(max_concurrent_starts)
+        self._background: set[asyncio.Task[None]] = set()
         self._live: dict[uuid.UUID, _LiveClient] = {}
         self._runs: dict[uuid.UUID, _ActiveRun] = {}
 
@@ -774,6 +777,8 @@ class ClaudeCodeRunner:
         return len(idle)
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         for active in list(self._runs.values()):
             active.cancel_requested = True
         await asyncio.gather(
@@ -980,6 +985,10 @@ class ClaudeCodeRunner:
                 await client.disconnect()
             raise
         create_time = await asyncio.to_thread(processes.process_create_time, pid)
+        if self._nice and processes.autogroup_nice(pid) not in (None, self._nice):
+            task = asyncio.create_task(processes.lower_autogroup(pid, self._nice))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         logger.info(
             "started claude (session %s, pid %s) in %.0f ms",
             request.session_id,

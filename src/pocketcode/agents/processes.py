@@ -11,6 +11,7 @@ Everything here is blocking (psutil reads /proc); call it from a thread in async
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -191,3 +192,36 @@ def reap_orphans(
         logger.warning("orphaned processes survived SIGKILL: %s", survivors)
     logger.info("reaped %d orphaned agent processes", len(pids))
     return pids
+
+
+def autogroup_nice(pid: int) -> int | None:
+    """The nice of a process's autogroup (the group a session's processes share the CPU as,
+    under autogroup scheduling); None without it, or when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/autogroup", encoding="ascii") as group:
+            return int(group.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def lower_autogroup(pid: int, nice: int, attempts: int = 30) -> None:
+    """Set the autogroup nice of a process of ours: unprivileged, the kernel takes one such
+    change per 0.1 s for the whole machine (EAGAIN), so CLIs started together get theirs
+    one after the other. Gives up when the process is gone or after `attempts`."""
+    for _ in range(attempts):
+        if _set_autogroup_nice(pid, nice) is not False:
+            return
+        await asyncio.sleep(0.12)
+
+
+def _set_autogroup_nice(pid: int, nice: int) -> bool | None:
+    """True once set, False when the kernel asks to try later, None when it cannot be set.
+    (A write to /proc: no disk, no wait.)"""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as group:
+            group.write(str(nice))
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
