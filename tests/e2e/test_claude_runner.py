@@ -613,6 +613,31 @@ def test_the_launcher_runs_the_cli_below_the_servers_cpu_priority(tmp_path: Path
         write_launcher(tmp_path / "work", target, 20)
 
 
+def test_runners_writing_the_launcher_at_once_all_get_a_working_one(tmp_path: Path) -> None:
+    """Two servers of one process starting their first CLI together once wrote into the same
+    temporary file: ETXTBSY for one, FileNotFoundError for the other."""
+    import concurrent.futures
+    import threading
+
+    target = tmp_path / "fake-cli"
+    target.write_text('#!/bin/sh\necho "ran $*"\n')
+    target.chmod(0o700)
+    start = threading.Barrier(8)
+
+    def write() -> Path:
+        start.wait(10)
+        return write_launcher(tmp_path / "work", target, 3)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        launchers = set(pool.map(lambda _: write(), range(8)))
+
+    (launcher,) = launchers
+    env = {"PATH": os.defpath, "POCKETCODE_ENV_KEEP": "PATH"}
+    ran = subprocess.run([str(launcher), "ok"], env=env, capture_output=True, text=True, timeout=30)
+    assert ran.stdout == "ran ok\n", ran.stderr
+    assert not [p.name for p in (tmp_path / "work").iterdir() if p.name.endswith(".tmp")]
+
+
 def test_the_launcher_becomes_the_cli_and_leaves_no_process_behind(tmp_path: Path) -> None:
     """The launcher filters the environment and then execs: the CLI runs as the very process
     the SDK started (its pid, which cancel and recovery record and signal), with no shell or

@@ -197,7 +197,10 @@ def write_launcher(work_dir: Path, cli_path: Path, nice: int = 0) -> Path:
         (script, source, 0o600),
         (launcher, shell.format(script=shlex.quote(str(script))), 0o700),
     ):
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # A name of its own per writer: two runners of one process (or two processes) that
+        # write the same launcher at once must never write into one file, or one of them
+        # execs a file the other still has open for writing (ETXTBSY) or finds it gone.
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
