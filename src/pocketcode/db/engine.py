@@ -252,6 +252,15 @@ class Database:
         ):
             yield connection
 
+    @contextmanager
+    def autocommit_connection(self) -> Iterator[sa.Connection]:
+        """A Core connection without transaction blocks: each statement commits by itself. For
+        a write that is one statement (on PostgreSQL: one round trip, no BEGIN and COMMIT) and
+        for statements that refuse a transaction block (VACUUM). Takes no write lock: not for
+        SQLite writes."""
+        with self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
     def dispose(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()

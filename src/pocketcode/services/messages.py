@@ -518,19 +518,16 @@ class MessageService:
         stored already (a transcript recovered over live messages), the statement failed as a
         whole, and the batch is stored again the careful way: duplicates looked up first."""
         grouped = _dedupe_within({k: v for k, v in grouped.items() if v})
-        with_uuids = sum(m.provider_message_uuid is not None for ms in grouped.values() for m in ms)
         if not grouped:
             return {}
+        with_uuids = sum(m.provider_message_uuid is not None for ms in grouped.values() for m in ms)
         if self.db.is_sqlite or with_uuids > _OPTIMISTIC_UP_TO:
             with self.db.write_connection() as connection:
                 return append_grouped_in(connection, grouped)
         try:
             if len(grouped) == 1:
                 # One statement (PostgreSQL), committed by itself: no BEGIN, no COMMIT.
-                autocommit = self.db.engine.connect().execution_options(
-                    isolation_level="AUTOCOMMIT"
-                )
-                with autocommit as connection:
+                with self.db.autocommit_connection() as connection:
                     return _insert(connection, grouped, skip_conflicts=False)[0]
             with self.db.write_connection() as connection:
                 return _insert(connection, grouped, skip_conflicts=False)[0]

@@ -741,9 +741,8 @@ def _our_existing_tables(connection: sa.Connection) -> list[str]:
 def _pg_maintenance(db: Database) -> tuple[list[str], int | None, int | None]:
     steps: list[str] = []
     size = sa.text("SELECT pg_database_size(current_database())")
-    with db.engine.connect() as connection:
-        # VACUUM and REINDEX refuse to run inside a transaction block.
-        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+    # VACUUM and REINDEX refuse to run inside a transaction block.
+    with db.autocommit_connection() as connection:
         before = int(connection.execute(size).scalar_one())
         quote = connection.dialect.identifier_preparer.quote
         for name in _our_existing_tables(connection):
