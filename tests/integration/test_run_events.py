@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from pocketcode.agents.base import AgentEvent, EventKind, RunOutcome, RunRequest, RunStatus
 from pocketcode.db.engine import Database
+from pocketcode.db.tables import JobRow, SessionRow
+from pocketcode.domain.states import JobStatus, ProcessStatus
 from pocketcode.services.events import Event, EventBus
+from pocketcode.services.pricing import TokenUsage
 from pocketcode.services.runs import RunManager
 from pocketcode.services.sessions import SessionService
 
@@ -87,3 +94,132 @@ async def test_the_provider_session_id_a_process_reports_is_recorded(
     await _run_once(db, session_id, other)
     assert other.requests[0].resume_provider_session_id == chosen
     assert sessions.get(session_id).provider_session_id == "cli-chose-its-own"
+
+
+class OutcomeRunner:
+    """Starts "a process", then ends each run with the next of the given outcomes."""
+
+    provider = "claude-code"
+
+    def __init__(self, *outcomes: RunOutcome) -> None:
+        self.outcomes = list(outcomes)
+
+    async def run(self, request: RunRequest, emit: Emit, ask: object) -> RunOutcome:
+        await emit(AgentEvent(EventKind.PROCESS, pid=os.getpid()))
+        return self.outcomes.pop(0)
+
+    async def cancel(self, session_id: uuid.UUID) -> None: ...
+
+    async def close_idle(self) -> int:
+        return 0
+
+    async def aclose(self) -> None: ...
+
+
+async def _run_all(db: Database, session_id: uuid.UUID, runner: Any, prompts: int) -> None:
+    bus = EventBus(db)
+    await bus.start()
+    manager = RunManager(db, bus, runner, poll_interval=0.01)
+    await manager.start()
+    try:
+        with bus.subscribe(session_id) as events:
+            for number in range(prompts):
+                await manager.submit(session_id, f"prompt {number}")
+            done = 0
+            async with asyncio.timeout(20):
+                async for event in events:
+                    done += event.type == "done"
+                    if done == prompts:
+                        return
+    finally:
+        await manager.stop()
+        await bus.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_no_commit_shows_a_finished_run_on_a_working_session(
+    db: Database, tmp_path: Path, anyio_backend: str
+) -> None:
+    """A session's next prompt is claimable once its job stops processing; had the job's end
+    and the session's been recorded apart, the next run could start on a session still
+    "streaming" and fail (seen in CI after a cancel). Every commit is checked."""
+    project = tmp_path / "project"
+    project.mkdir()
+    sessions = SessionService(db, [tmp_path])
+    session_id = sessions.create(str(project)).id
+    checking = threading.local()
+    broken: list[str] = []
+
+    def check(_session: Session) -> None:
+        if getattr(checking, "now", False):
+            return
+        checking.now = True
+        try:
+            with db.read() as session:
+                row = session.get(SessionRow, session_id)
+                current = row.current_job_id if row is not None else None
+                job = session.get(JobRow, current) if current is not None else None
+                if job is not None and job.status is not JobStatus.PROCESSING:
+                    broken.append(f"job {job.status.value}, session {row.process_status.value}")
+        finally:
+            checking.now = False
+
+    outcomes = [
+        RunOutcome(RunStatus.CANCELLED, None),
+        RunOutcome(RunStatus.FAILED, None, error="boom", error_code="cli_crashed"),
+        RunOutcome(RunStatus.COMPLETED, None, num_turns=1),
+    ]
+    sa.event.listen(Session, "after_commit", check)
+    try:
+        await _run_all(db, session_id, OutcomeRunner(*outcomes), len(outcomes))
+    finally:
+        sa.event.remove(Session, "after_commit", check)
+
+    assert broken == []
+    with db.read() as session:
+        jobs = session.scalars(
+            sa.select(JobRow).where(JobRow.session_id == session_id).order_by(JobRow.created_at)
+        ).all()
+    assert [job.status for job in jobs] == [
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,
+        JobStatus.COMPLETED,
+    ]
+    row = sessions.get(session_id)
+    assert (row.is_working, row.current_job_id, row.process_status) == (
+        False,
+        None,
+        ProcessStatus.COMPLETED,
+    )
+    assert row.turn_count == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_run_reporting_another_sessions_provider_id_still_ends(
+    db: Database, tmp_path: Path, anyio_backend: str
+) -> None:
+    """The provider session id is unique: a run whose outcome names one another session holds
+    is recorded all the same (its session keeps its own id) and its usage is counted."""
+    project = tmp_path / "project"
+    project.mkdir()
+    sessions = SessionService(db, [tmp_path])
+    holder = sessions.create(str(project)).id
+    with db.write() as session:
+        session.execute(
+            sa.update(SessionRow).where(SessionRow.id == holder).values(provider_session_id="held")
+        )
+    session_id = sessions.create(str(project)).id
+    usage = TokenUsage(input_tokens=11, output_tokens=7)
+    runner = OutcomeRunner(RunOutcome(RunStatus.COMPLETED, "held", usage=usage, num_turns=1))
+
+    await _run_all(db, session_id, runner, 1)
+
+    row = sessions.get(session_id)
+    assert row.provider_session_id not in (None, "held")
+    assert (row.input_tokens, row.output_tokens, row.turn_count) == (11, 7, 1)
+    assert row.process_status is ProcessStatus.COMPLETED
+    with db.read() as session:
+        job = session.scalars(sa.select(JobRow).where(JobRow.session_id == session_id)).one()
+    assert (job.status, job.input_tokens, job.output_tokens) == (JobStatus.COMPLETED, 11, 7)

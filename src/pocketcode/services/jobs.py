@@ -178,6 +178,62 @@ def pending_jobs_in(session: Session, session_id: uuid.UUID) -> list[JobRow]:
     )
 
 
+def finish_in(
+    session: Session,
+    job_id: uuid.UUID | str,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    error_code: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_creation_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cost_usd: Decimal = Decimal(0),
+    cli_cost_usd: Decimal | None = None,
+    num_turns: int | None = None,
+    duration_ms: int | None = None,
+    worker_id: str | None = None,
+) -> JobRow:
+    """End a run in the caller's write transaction (the job locked; nothing changed when the
+    move is refused). Usage, cost, turns and duration are added to what earlier attempts of
+    the same prompt used, so a requeued job reports what all its runs cost."""
+    if status not in FINISHED_JOB_STATUSES:
+        raise InvalidInput(f"{status.value} is not a final job status")
+    job = _load_job_locked(session, job_id)
+    if not can_move_job(job.status, status):
+        raise InvalidTransition(f"job {job.id} cannot go from {job.status.value} to {status.value}")
+    if worker_id is not None and job.worker_id != worker_id:
+        raise Conflict(f"job {job.id} is not run by worker {worker_id}")
+    now = utcnow()
+    job.status = status
+    job.error = error
+    job.error_code = error_code
+    job.input_tokens += input_tokens
+    job.output_tokens += output_tokens
+    job.cache_creation_tokens += cache_creation_tokens
+    job.cache_read_tokens += cache_read_tokens
+    job.cost_usd += cost_usd
+    if cli_cost_usd is not None:
+        job.cli_cost_usd = (job.cli_cost_usd or Decimal(0)) + cli_cost_usd
+    if num_turns is not None:
+        job.num_turns = (job.num_turns or 0) + num_turns
+    if duration_ms is not None:
+        job.duration_ms = (job.duration_ms or 0) + duration_ms
+    job.finished_at = now
+    job.updated_at = now
+    return job
+
+
+def _load_job_locked(session: Session, job_id: uuid.UUID | str) -> JobRow:
+    row = session.scalar(
+        sa.select(JobRow).where(JobRow.id == _parse_job_id(job_id)).with_for_update()
+    )
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return row
+
+
 class JobService:
     """Each public method is one transaction."""
 
@@ -258,7 +314,7 @@ class JobService:
         """Run a failed or interrupted prompt again, at the back of its session's queue: a
         new attempt the user asked for."""
         with self.db.write() as session:
-            job = self._load_locked(session, job_id)
+            job = _load_job_locked(session, job_id)
             if not can_move_job(job.status, JobStatus.PENDING):
                 raise InvalidTransition(f"a {job.status.value} prompt cannot be queued again")
             _writable_session(session, job.session_id)
@@ -335,53 +391,10 @@ class JobService:
             return False
         return True
 
-    def finish(
-        self,
-        job_id: uuid.UUID | str,
-        status: JobStatus,
-        *,
-        error: str | None = None,
-        error_code: str | None = None,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        cache_creation_tokens: int = 0,
-        cache_read_tokens: int = 0,
-        cost_usd: Decimal = Decimal(0),
-        cli_cost_usd: Decimal | None = None,
-        num_turns: int | None = None,
-        duration_ms: int | None = None,
-        worker_id: str | None = None,
-    ) -> JobRow:
-        """End a run. Usage, cost, turns and duration are added to what earlier attempts of
-        the same prompt used, so a requeued job reports what all its runs cost."""
-        if status not in FINISHED_JOB_STATUSES:
-            raise InvalidInput(f"{status.value} is not a final job status")
+    def finish(self, job_id: uuid.UUID | str, status: JobStatus, **values: Any) -> JobRow:
+        """End a run (`finish_in` in a transaction of its own)."""
         with self.db.write() as session:
-            job = self._load_locked(session, job_id)
-            if not can_move_job(job.status, status):
-                raise InvalidTransition(
-                    f"job {job.id} cannot go from {job.status.value} to {status.value}"
-                )
-            if worker_id is not None and job.worker_id != worker_id:
-                raise Conflict(f"job {job.id} is not run by worker {worker_id}")
-            now = utcnow()
-            job.status = status
-            job.error = error
-            job.error_code = error_code
-            job.input_tokens += input_tokens
-            job.output_tokens += output_tokens
-            job.cache_creation_tokens += cache_creation_tokens
-            job.cache_read_tokens += cache_read_tokens
-            job.cost_usd += cost_usd
-            if cli_cost_usd is not None:
-                job.cli_cost_usd = (job.cli_cost_usd or Decimal(0)) + cli_cost_usd
-            if num_turns is not None:
-                job.num_turns = (job.num_turns or 0) + num_turns
-            if duration_ms is not None:
-                job.duration_ms = (job.duration_ms or 0) + duration_ms
-            job.finished_at = now
-            job.updated_at = now
-        return job
+            return finish_in(session, job_id, status, **values)
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -435,14 +448,3 @@ class JobService:
                     .order_by(JobRow.heartbeat_at)
                 )
             )
-
-    # -- internals ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _load_locked(session: Session, job_id: uuid.UUID | str) -> JobRow:
-        row = session.scalar(
-            sa.select(JobRow).where(JobRow.id == _parse_job_id(job_id)).with_for_update()
-        )
-        if row is None:
-            raise NotFound(f"job {job_id} not found")
-        return row

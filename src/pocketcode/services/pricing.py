@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import ModelPricingRow
@@ -74,6 +75,33 @@ def _candidates(model: str) -> list[str]:
     return list(dict.fromkeys(name for name in names if name))
 
 
+def lookup_in(session: Session, model: str) -> Price | None:
+    """The price of `model`, read in the caller's transaction: an exact row, else the same
+    name without a provider suffix or date, else the newest dated row of that name
+    (`claude-sonnet-4-5` → `claude-sonnet-4-5-20250929`)."""
+    if not model or not model.strip():
+        return None
+    candidates = _candidates(model)
+    rows = {
+        row.model_name.lower(): row
+        for row in session.scalars(
+            sa.select(ModelPricingRow).where(
+                sa.func.lower(ModelPricingRow.model_name).in_(candidates)
+            )
+        )
+    }
+    for name in candidates:
+        if name in rows:
+            return Price.from_row(rows[name])
+    base = candidates[-1]
+    dated = session.scalars(
+        sa.select(ModelPricingRow)
+        .where(sa.func.lower(ModelPricingRow.model_name).like(f"{base}-________"))
+        .order_by(ModelPricingRow.model_name.desc())
+    ).first()
+    return Price.from_row(dated) if dated is not None else None
+
+
 class PricingService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -85,31 +113,11 @@ class PricingService:
             )
 
     def lookup(self, model: str) -> Price | None:
-        """The price of `model`: an exact row, else the same name without a provider suffix
-        or date, else the newest dated row of that name (`claude-sonnet-4-5` →
-        `claude-sonnet-4-5-20250929`)."""
+        """The price of `model` (`lookup_in`)."""
         if not model or not model.strip():
             return None
-        candidates = _candidates(model)
         with self.db.read() as session:
-            rows = {
-                row.model_name.lower(): row
-                for row in session.scalars(
-                    sa.select(ModelPricingRow).where(
-                        sa.func.lower(ModelPricingRow.model_name).in_(candidates)
-                    )
-                )
-            }
-            for name in candidates:
-                if name in rows:
-                    return Price.from_row(rows[name])
-            base = candidates[-1]
-            dated = session.scalars(
-                sa.select(ModelPricingRow)
-                .where(sa.func.lower(ModelPricingRow.model_name).like(f"{base}-________"))
-                .order_by(ModelPricingRow.model_name.desc())
-            ).first()
-        return Price.from_row(dated) if dated is not None else None
+            return lookup_in(session, model)
 
     def cost(self, model: str, usage: TokenUsage) -> Decimal | None:
         """The cost of `usage` on `model`, or None when the model has no price."""

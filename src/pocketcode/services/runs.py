@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from pocketcode.agents.base import (
     AgentEvent,
@@ -57,15 +58,15 @@ from pocketcode.domain.states import (
     ProcessStatus,
 )
 from pocketcode.services.events import Event, EventBus, message_event, session_state_event
-from pocketcode.services.jobs import JobService, pending_jobs_in
+from pocketcode.services.jobs import JobService, finish_in, pending_jobs_in
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.permissions import (
     PermissionEvent,
     PermissionService,
     pending_requests_in,
 )
-from pocketcode.services.pricing import PricingService
-from pocketcode.services.sessions import SessionService, Usage, load_session, move_process_in
+from pocketcode.services.pricing import compute_cost, lookup_in
+from pocketcode.services.sessions import SessionService, load_session, move_process_in
 from pocketcode.services.transcripts import run_messages_since
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,35 @@ def _queue_event(session_id: uuid.UUID, queue: list[JobRow]) -> Event:
     return Event(session_id, "queue", None, {"pending": pending})
 
 
+def _state_in(session: Session, row: SessionRow) -> Event:
+    """A session's "state" event from its row, in the caller's transaction (after the
+    changes made to the row in it)."""
+    session.flush()
+    return session_state_event(row, len(pending_requests_in(session, row.id)))
+
+
+def _provider_id_taken(session: Session, row: SessionRow, provider_session_id: str) -> bool:
+    """Whether another session already holds this provider session id (it is unique)."""
+    return bool(
+        session.scalar(
+            sa.select(
+                sa.exists().where(
+                    SessionRow.provider == row.provider,
+                    SessionRow.provider_session_id == provider_session_id,
+                    SessionRow.id != row.id,
+                )
+            )
+        )
+    )
+
+
+_PROCESS_STATUS_AFTER = {
+    RunStatus.COMPLETED: ProcessStatus.COMPLETED,
+    RunStatus.FAILED: ProcessStatus.FAILED,
+    RunStatus.CANCELLED: ProcessStatus.CANCELLED,
+}
+
+
 class RunManager:
     def __init__(
         self,
@@ -272,7 +302,6 @@ class RunManager:
         self.jobs = JobService(db)
         self.messages = MessageService(db)
         self.sessions = SessionService(db, [])
-        self.pricing = PricingService(db)
         self.permissions = permissions or PermissionService(db)
         self.max_concurrent_runs = max_concurrent_runs
         self.poll_interval = poll_interval
@@ -460,8 +489,7 @@ class RunManager:
             project = Path(row.project_path)
             model = row.model
             mode = row.permission_mode
-            session.flush()
-            state = session_state_event(row, len(pending_requests_in(session, row.id)))
+            state = _state_in(session, row)
             queue = _queue_event(row.id, pending_jobs_in(session, row.id))
         options = job.options or {}
         request = RunRequest(
@@ -530,8 +558,7 @@ class RunManager:
             )
             if provider_session_id:
                 row.provider_session_id = provider_session_id
-            session.flush()
-            return session_state_event(row, len(pending_requests_in(session, session_id)))
+            return _state_in(session, row)
 
     async def _ask(
         self,
@@ -605,81 +632,81 @@ class RunManager:
                 session_id,
                 NewMessage(MessageType.SYSTEM, "Cancelled.", subtype="cancelled", job_id=job.id),
             )
-        await anyio.to_thread.run_sync(self._record_outcome, job, outcome)
-        await self._publish_state(session_id)
-        await self._publish_queue(session_id)
+        state, queue = await anyio.to_thread.run_sync(self._record_outcome, job, outcome)
+        if state is not None:
+            await self.bus.publish(state)
+        await self.bus.publish(queue)
         await self.bus.publish(
             Event(session_id, "done", None, {"jobId": str(job.id), "status": outcome.status.value})
         )
 
-    def _record_outcome(self, job: JobRow, outcome: RunOutcome) -> None:
-        session_row = self.sessions.get(job.session_id)
-        model = outcome.model or session_row.model or ""
-        cost = self.pricing.cost(model, outcome.usage) if model else None
+    def _record_outcome(self, job: JobRow, outcome: RunOutcome) -> tuple[Event | None, Event]:
+        """Record a run's end: the job finished with its usage and cost, the session's totals
+        and turns added, the session no longer working. One transaction, because the session's
+        next prompt is claimable the moment this job stops processing: recorded apart, that
+        run could find the session still streaming and fail. Returns the session's "state"
+        event (None if the session is gone) and its "queue" event."""
         usage = outcome.usage
-        try:
-            self._finish_job(job, outcome, cost)
-        except InvalidTransition:
-            # Another process interrupted the job while this one still ran it (a lost claim).
-            log.warning("run %s ended as %s after its job had moved on", job.id, outcome.status)
-        self.sessions.add_usage(
-            job.session_id,
-            Usage(
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_creation_tokens,
-                usage.cache_read_tokens,
-                cost or Decimal(0),
-                outcome.cli_total_cost_usd,
-            ),
-        )
-        if outcome.num_turns:
-            self.sessions.increment_turn(job.session_id)
-        if outcome.provider_session_id:
-            with contextlib.suppress(sa.exc.IntegrityError), self.db.write() as session:
-                session.execute(
-                    sa.update(SessionRow)
-                    .where(SessionRow.id == job.session_id)
-                    .values(provider_session_id=outcome.provider_session_id)
-                )
-        process_status = {
-            RunStatus.COMPLETED: ProcessStatus.COMPLETED,
-            RunStatus.FAILED: ProcessStatus.FAILED,
-            RunStatus.CANCELLED: ProcessStatus.CANCELLED,
-        }[outcome.status]
-        # Whatever state the run left, the session stops working now (never "working" forever).
         with self.db.write() as session:
-            session.execute(
-                sa.update(SessionRow)
-                .where(SessionRow.id == job.session_id)
-                .values(
-                    is_working=False,
-                    current_job_id=None,
-                    process_pid=None,
-                    process_create_time=None,
-                    process_status=process_status,
-                    last_job_status=JobStatus(outcome.status.value),
-                    last_activity_at=utcnow(),
-                    updated_at=utcnow(),
-                )
+            model = outcome.model or session.scalar(
+                sa.select(SessionRow.model).where(SessionRow.id == job.session_id)
             )
-
-    def _finish_job(self, job: JobRow, outcome: RunOutcome, cost: Decimal | None) -> None:
-        usage = outcome.usage
-        self.jobs.finish(
-            job.id,
-            JobStatus(outcome.status.value),
-            error=outcome.error,
-            error_code=outcome.error_code,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_tokens=usage.cache_creation_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cost_usd=cost or Decimal(0),
-            cli_cost_usd=outcome.cli_cost_usd,
-            num_turns=outcome.num_turns,
-            duration_ms=outcome.duration_ms,
-        )
+            price = lookup_in(session, model) if model else None
+            cost = compute_cost(usage, price) if price is not None else Decimal(0)
+            try:
+                finish_in(
+                    session,
+                    job.id,
+                    JobStatus(outcome.status.value),
+                    error=outcome.error,
+                    error_code=outcome.error_code,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cache_creation_tokens=usage.cache_creation_tokens,
+                    cache_read_tokens=usage.cache_read_tokens,
+                    cost_usd=cost,
+                    cli_cost_usd=outcome.cli_cost_usd,
+                    num_turns=outcome.num_turns,
+                    duration_ms=outcome.duration_ms,
+                )
+            except InvalidTransition:
+                # Another process interrupted the job while this one ran it (a lost claim).
+                log.warning("run %s ended as %s after its job had moved on", job.id, outcome.status)
+            queue = _queue_event(job.session_id, pending_jobs_in(session, job.session_id))
+            row = session.scalar(
+                sa.select(SessionRow)
+                .where(SessionRow.id == job.session_id, SessionRow.deleted_at.is_(None))
+                .with_for_update()
+            )
+            if row is None:
+                return None, queue
+            row.input_tokens += usage.input_tokens
+            row.output_tokens += usage.output_tokens
+            row.cache_creation_tokens += usage.cache_creation_tokens
+            row.cache_read_tokens += usage.cache_read_tokens
+            row.total_cost_usd += cost
+            if outcome.cli_total_cost_usd is not None:
+                # The CLI reports a cumulative total across resumes: the latest, not a sum.
+                row.cli_total_cost_usd = outcome.cli_total_cost_usd
+            if outcome.num_turns:
+                row.turn_count += 1
+            reported = outcome.provider_session_id
+            if (
+                reported
+                and reported != row.provider_session_id
+                and not _provider_id_taken(session, row, reported)
+            ):
+                row.provider_session_id = reported
+            # Whatever state the run left, the session stops working now (never "working"
+            # forever).
+            row.is_working = False
+            row.current_job_id = None
+            row.process_pid = None
+            row.process_create_time = None
+            row.process_status = _PROCESS_STATUS_AFTER[outcome.status]
+            row.last_job_status = JobStatus(outcome.status.value)
+            row.last_activity_at = row.updated_at = utcnow()
+            return _state_in(session, row), queue
 
     async def _store(self, session_id: uuid.UUID, message: NewMessage) -> None:
         row = await anyio.to_thread.run_sync(self.messages.append, session_id, message)
@@ -688,12 +715,12 @@ class RunManager:
     # -- publishing state ----------------------------------------------------------------------
 
     async def _publish_state(self, session_id: uuid.UUID) -> None:
-        row, pending = await anyio.to_thread.run_sync(self._state_of, session_id)
-        await self.bus.publish(session_state_event(row, len(pending)))
+        await self.bus.publish(await anyio.to_thread.run_sync(self._state_of, session_id))
 
-    def _state_of(self, session_id: uuid.UUID) -> tuple[SessionRow, list[PermissionRequestRow]]:
-        """A session and its pending permission requests (one trip to a worker thread)."""
-        return self.sessions.get(session_id), self.permissions.pending(session_id)
+    def _state_of(self, session_id: uuid.UUID) -> Event:
+        """A session's "state" event, read in one transaction (worker thread)."""
+        with self.db.read() as session:
+            return _state_in(session, load_session(session, session_id))
 
     async def _publish_queue(self, session_id: uuid.UUID) -> None:
         queue = await anyio.to_thread.run_sync(self.jobs.list_queue, session_id)
