@@ -20,6 +20,7 @@ from pocketcode.db.engine import Database
 from pocketcode.db.tables import JobRow, SessionRow
 from pocketcode.domain.states import JobStatus, ProcessStatus
 from pocketcode.services.events import Event, EventBus
+from pocketcode.services.jobs import JobService
 from pocketcode.services.pricing import TokenUsage
 from pocketcode.services.runs import RunManager
 from pocketcode.services.sessions import SessionService
@@ -116,11 +117,18 @@ class OutcomeRunner:
     async def aclose(self) -> None: ...
 
 
-async def _run_all(db: Database, session_id: uuid.UUID, runner: Any, prompts: int) -> None:
+async def _run_all(
+    db: Database,
+    session_id: uuid.UUID,
+    runner: Any,
+    prompts: int,
+    after_start: Callable[[], None] = lambda: None,
+) -> None:
     bus = EventBus(db)
     await bus.start()
     manager = RunManager(db, bus, runner, poll_interval=0.01)
     await manager.start()
+    after_start()
     try:
         with bus.subscribe(session_id) as events:
             for number in range(prompts):
@@ -223,3 +231,41 @@ async def test_a_run_reporting_another_sessions_provider_id_still_ends(
     with db.read() as session:
         job = session.scalars(sa.select(JobRow).where(JobRow.session_id == session_id)).one()
     assert (job.status, job.input_tokens, job.output_tokens) == (JobStatus.COMPLETED, 11, 7)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_run_starts_on_a_session_an_ended_run_left_streaming(
+    db: Database, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Another server process interrupts a dead server's run, then resets its session in a
+    later transaction; a prompt claimed in between finds the session still streaming with a
+    job that is over. The claim decides: the run starts."""
+    project = tmp_path / "project"
+    project.mkdir()
+    sessions = SessionService(db, [tmp_path])
+    session_id = sessions.create(str(project)).id
+    jobs = JobService(db)
+    dead, _ = jobs.enqueue(session_id, "the dead server's prompt")
+    jobs.cancel_pending(dead.id)
+
+    def left_streaming() -> None:  # after the run manager's own start-up recovery
+        with db.write() as session:
+            session.execute(
+                sa.update(SessionRow)
+                .where(SessionRow.id == session_id)
+                .values(
+                    is_working=True, current_job_id=dead.id, process_status=ProcessStatus.STREAMING
+                )
+            )
+
+    runner = OutcomeRunner(RunOutcome(RunStatus.COMPLETED, None))
+    await _run_all(db, session_id, runner, 1, after_start=left_streaming)
+
+    with db.read() as session:
+        statuses = session.scalars(
+            sa.select(JobRow.status).where(JobRow.session_id == session_id, JobRow.id != dead.id)
+        ).all()
+    assert statuses == [JobStatus.COMPLETED]
+    row = sessions.get(session_id)
+    assert (row.is_working, row.process_status) == (False, ProcessStatus.COMPLETED)

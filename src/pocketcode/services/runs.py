@@ -485,6 +485,12 @@ class RunManager:
             new_id = resume or str(uuid.uuid4())
             # Chosen before the process starts, so the transcript path is known up front.
             row.provider_session_id = new_id
+            if row.process_status in ACTIVE_PROCESS_STATUSES and row.current_job_id != job.id:
+                # This job is the session's one processing job (a unique index sees to it), so
+                # the run the session still shows is over: ended by another process that had
+                # yet to reset the session (a dead server's run, interrupted at a start-up).
+                log.warning("session %s was left %s by an ended run", row.id, row.process_status)
+                row.process_status = ProcessStatus.IDLE
             move_process_in(row, ProcessStatus.STARTING, is_working=True, current_job_id=job.id)
             project = Path(row.project_path)
             model = row.model
