@@ -3,10 +3,11 @@ session under concurrent claimers, and every state change a user can cause or se
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -188,6 +189,49 @@ def test_prompts_queued_in_the_same_instant_keep_their_order(
         claimed = jobs.claim_next("w")
         assert claimed is not None and claimed.id == expected
         jobs.finish(claimed.id, JobStatus.COMPLETED)
+
+
+def test_the_queue_keeps_the_order_prompts_were_stored_in(
+    jobs: JobService, session_id: uuid.UUID, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six writers at once, with a clock that goes back a millisecond at every reading: the
+    queue order is still the order the prompts were stored in (their messages' seq), and the
+    session keeps the newest queue time (PostgreSQL takes it in the prompt's one statement,
+    from the row's latest version after waiting for its lock)."""
+    start = utcnow()
+    readings = itertools.count()
+    lock = threading.Lock()
+
+    def going_back() -> datetime:
+        with lock:
+            return start - timedelta(milliseconds=next(readings))
+
+    monkeypatch.setattr("pocketcode.services.jobs.utcnow", going_back)
+
+    def work(index: int) -> None:
+        writer = JobService(db)
+        for number in range(5):
+            writer.enqueue(session_id, f"writer {index}, prompt {number}")
+
+    run_in_threads(6, work)
+    monkeypatch.undo()
+
+    with db.read() as session:
+        stored = session.scalars(
+            sa.select(MessageRow.text)
+            .where(MessageRow.session_id == session_id)
+            .order_by(MessageRow.seq)
+        ).all()
+        newest = session.scalar(sa.select(sa.func.max(JobRow.created_at)))
+        kept = session.scalar(
+            sa.select(SessionRow.last_queued_at).where(SessionRow.id == session_id)
+        )
+    queue = jobs.list_queue(session_id)
+    assert len(stored) == 30
+    assert [job.prompt for job in queue] == stored
+    times = [job.created_at for job in queue]
+    assert times == sorted(set(times))
+    assert kept == newest == times[-1]
 
 
 def test_concurrent_claimers_never_run_two_jobs_of_one_session(

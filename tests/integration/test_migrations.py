@@ -3,6 +3,7 @@ every step can be undone and redone."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from importlib import resources
 
@@ -123,3 +124,49 @@ def test_message_bodies_use_lz4_on_postgresql(empty_db: Database) -> None:
             ).all()
         )
     assert methods == ({"text": "l", "raw": "l"} if has_lz4 else {"text": "", "raw": ""})
+
+
+def test_the_queue_clock_starts_at_each_sessions_newest_job(empty_db: Database) -> None:
+    """0011 fills `sessions.last_queued_at` from the jobs already queued: the next prompt of
+    a session with jobs goes after its newest one; a session without jobs has none."""
+    migrate.upgrade(empty_db, "0010")
+    newest = "2026-12-05 07:00:00.000002"
+    with empty_db.engine.begin() as connection:
+        for session_id in ("a", "b"):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO sessions (id, provider, project_path, status, is_working,"
+                    " process_status, turn_count, message_count, last_message_index,"
+                    " input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens,"
+                    " total_cost_usd, cli_total_cost_usd, created_at, updated_at,"
+                    " last_accessed_at, metadata, allowed_tools) VALUES (:id, 'claude-code',"
+                    " '/p', 'active', false, 'idle', 0, 0, 0, 0, 0, 0, 0, 0, 0, :t, :t, :t,"
+                    " '{}', '[]')"
+                ),
+                {"id": _uuid(session_id), "t": "2026-12-05 06:00:00"},
+            )
+        for number, created in enumerate(["2026-12-05 06:59:59", newest]):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO jobs (id, session_id, status, prompt, options, attempts,"
+                    " max_attempts, input_tokens, output_tokens, cache_creation_tokens,"
+                    " cache_read_tokens, cost_usd, created_at, updated_at) VALUES (:id, :s,"
+                    " 'completed', 'p', '{}', 1, 1, 0, 0, 0, 0, 0, :t, :t)"
+                ),
+                {"id": _uuid(f"job{number}"), "s": _uuid("a"), "t": created},
+            )
+    migrate.upgrade(empty_db)
+    with empty_db.engine.connect() as connection:
+        kept = dict(
+            connection.execute(
+                sa.text("SELECT id, CAST(last_queued_at AS VARCHAR) FROM sessions")
+            ).all()
+        )
+    assert {str(key): value for key, value in kept.items()} == {
+        _uuid("a"): (newest if empty_db.is_sqlite else f"{newest}+00"),
+        _uuid("b"): None,
+    }
+
+
+def _uuid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))

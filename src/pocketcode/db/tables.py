@@ -124,6 +124,9 @@ class SessionRow(Base):
     last_accessed_at: Mapped[datetime] = _created_at()
     last_activity_at: Mapped[datetime | None] = mapped_column()
     last_message_sent_at: Mapped[datetime | None] = mapped_column()
+    # The queue time (`created_at`) of the session's newest job: the next one is queued after
+    # it even if the clock went back (services/jobs.py).
+    last_queued_at: Mapped[datetime | None] = mapped_column()
     deleted_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (

@@ -315,9 +315,10 @@ class RunManager:
         self._active: dict[uuid.UUID, _ActiveRun] = {}
         self._writer = _MessageWriter(self)
         # Prompts are queued one at a time: ten prompt transactions in ten threads at once
-        # (six round trips each, every one taking the GIL back) each returned 30-80 ms after
-        # its message's createdAt on PostgreSQL; one at a time, the prompts reach the
-        # clients in half the time (bench/api.md, section 6). SQLite's writes take turns anyway.
+        # (then six round trips each, every one taking the GIL back) each returned 30-80 ms
+        # after its message's createdAt on PostgreSQL; one at a time, the prompts reached the
+        # clients in half the time (bench/api.md, section 6). A prompt is one statement there
+        # now (JobService.enqueue); SQLite's writes take turns anyway.
         self._enqueue_slot: anyio.CapacityLimiter | None = None  # made in the event loop
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -360,11 +361,11 @@ class RunManager:
         checked = validate_run_options(options)
         if self._enqueue_slot is None:
             self._enqueue_slot = anyio.CapacityLimiter(1)
-        job, message, queue = await anyio.to_thread.run_sync(
-            self.jobs.enqueue_and_list, session_id, prompt, checked, limiter=self._enqueue_slot
+        job, message = await anyio.to_thread.run_sync(
+            self.jobs.enqueue, session_id, prompt, checked, limiter=self._enqueue_slot
         )
         await self.bus.publish(message_event(message))
-        await self.bus.publish(_queue_event(session_id, queue))
+        await self._publish_queue(session_id)
         await self.bus.notify_jobs()
         return job
 
