@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,41 @@ RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
 _LOAD_AT_START = os.getloadavg()[0]  # taken when a benchmark starts (it imports this module)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs since boot (/proc/stat), or (0, 0)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [
+            int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ]
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        return fields[7], sum(fields[:8])
+    return 0, 0
+
+
+_CPU_AT_START = _cpu_times()
+
+
+def cpu_steal_percent() -> float | None:
+    """The share of the machine's CPU time the hypervisor gave to other guests since the
+    benchmark started: a VM whose host is busy runs everything slower, whatever the code."""
+    steal, total = _cpu_times()
+    elapsed = total - _CPU_AT_START[1]
+    return round(100 * (steal - _CPU_AT_START[0]) / elapsed, 1) if elapsed > 0 else None
+
+
+def calibration_seconds() -> float:
+    """Best of three timings of a fixed pure-Python loop (5 million additions): how fast this
+    machine runs Python right now, to compare result files taken on different VMs."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(5_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
 
 
 def _libpq(url: str) -> str:
@@ -154,6 +190,8 @@ def machine_info() -> dict[str, Any]:
         # Other work on the machine skews the numbers: recorded, not controlled.
         "loadavg_1m_at_start": round(_LOAD_AT_START, 2),
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        "cpu_steal_percent": cpu_steal_percent(),
+        "calibration_s": calibration_seconds(),
     }
 
 
