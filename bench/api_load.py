@@ -337,22 +337,31 @@ class SseClient:
             self.finished.set()
 
 
+WARM_UP_PROMPT = "Get ready."
+
+
+def work_prompt(index: int) -> str:
+    """The measured prompt of the `index`-th session: the fake model answers it by its tag."""
+    return f"Work through the steps [session {index}]."
+
+
 def fake_model_script(sessions: int, blocks: int, block_delay: float) -> dict[str, Any]:
-    """One short warm-up turn per session (starts its CLI), then one long reply per session:
-    `blocks` text blocks, each sent as one delta after a pause. The pauses differ per session
-    (±20 % around `block_delay`), so the sessions drift apart like independent runs instead of
-    storing their messages in the same instant, tick after tick."""
-    warm_up = [{"type": "text", "text": "Ready."} for _ in range(sessions)]
-    replies = [
-        {
+    """A short reply to the warm-up prompt (it starts each CLI), then one long reply per
+    session: `blocks` text blocks, each sent as one delta after a pause. The pauses differ per
+    session (±20 % around `block_delay`), so the sessions drift apart like independent runs
+    instead of storing their messages in the same instant, tick after tick. Replies go by the
+    prompt's text (`by_prompt`), not by the order requests arrive in: a CLI that retries a
+    request gets its own reply again instead of taking another session's."""
+    replies = {
+        f"[session {index}]": {
             "type": "reply",
             "blocks": [{"type": "text", "text": f"Step {i}. {FILLER}"} for i in range(blocks)],
             "chunk_delay": block_delay * (0.8 + 0.4 * index / max(1, sessions - 1)),
             "chunk_chars": 100_000,
         }
         for index in range(sessions)
-    ]
-    return {"turns": [*warm_up, *replies]}
+    }
+    return {"by_prompt": {WARM_UP_PROMPT: {"type": "text", "text": "Ready."}, **replies}}
 
 
 @contextlib.contextmanager
@@ -398,12 +407,13 @@ async def _wait_done(monitor: SseClient, session_ids: list[str], count: int) -> 
         await monitor.done_seen.wait()
 
 
-async def _prompt_all(stack: Stack, session_ids: list[str], prompt: str) -> None:
+async def _prompt_all(stack: Stack, prompts: dict[str, str]) -> None:
+    """POST each session its prompt, all at once."""
     async with stack.async_client() as client:
         responses = await asyncio.gather(
             *(
                 client.post(f"/api/sessions/{s}/messages", json={"content": prompt})
-                for s in session_ids
+                for s, prompt in prompts.items()
             )
         )
     for response in responses:
@@ -425,7 +435,8 @@ async def events_round(stack: Stack, clients: int, sessions: int) -> dict[str, A
     monitor = SseClient(port, "/api/events", stack.token, set(session_ids))
     monitor_task = asyncio.create_task(monitor.run())
     await monitor.connected.wait()
-    await _prompt_all(stack, session_ids, "Get ready.")  # starts every session's CLI
+    # Starts every session's CLI.
+    await _prompt_all(stack, dict.fromkeys(session_ids, WARM_UP_PROMPT))
     await _wait_done(monitor, session_ids, 1)
 
     messages = MessageService(stack.db)
@@ -451,7 +462,7 @@ async def events_round(stack: Stack, clients: int, sessions: int) -> dict[str, A
         server_cpu = cpu_seconds(stack.server.process.pid)
         started = time.perf_counter()
         with profiled(stack, f"events-{'sqlite' if stack.db.is_sqlite else 'postgresql'}"):
-            await _prompt_all(stack, session_ids, "Work through the steps.")
+            await _prompt_all(stack, {s: work_prompt(index) for index, s in enumerate(session_ids)})
             await _wait_done(monitor, session_ids, 2)
         runs_seconds = time.perf_counter() - started
         server_cpu = cpu_seconds(stack.server.process.pid) - server_cpu

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,13 @@ def fake_model() -> Iterator[StartFakeModel]:
     """Start a fake model server with these turns; every one is stopped after the test."""
     servers: list[FakeModelServer] = []
 
-    def start(*turns: Turn, subagent_turns: Iterable[Turn] = ()) -> FakeModelServer:
-        server = FakeModelServer(Script(list(turns), list(subagent_turns))).start()
+    def start(
+        *turns: Turn,
+        subagent_turns: Iterable[Turn] = (),
+        by_prompt: Mapping[str, Turn] | None = None,
+    ) -> FakeModelServer:
+        script = Script(list(turns), list(subagent_turns), dict(by_prompt or {}))
+        server = FakeModelServer(script).start()
         servers.append(server)
         return server
 

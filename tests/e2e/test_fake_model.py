@@ -24,6 +24,7 @@ from pocketcode.devtools.fake_model import (
     thinking,
     tool_use,
 )
+from pocketcode.domain.errors import InvalidInput
 from tests.e2e.claude_runs import ClaudeCli
 from tests.e2e.conftest import StartFakeModel
 
@@ -247,6 +248,31 @@ def test_a_broken_stream_is_retried_once_without_streaming(
     assert fallback.body["stream"] is False  # the CLI's non-streaming fallback
 
 
+def test_replies_by_prompt_go_to_their_prompt_whatever_the_order(
+    claude: ClaudeCli, fake_model: StartFakeModel
+) -> None:
+    """`by_prompt`: a request is answered by the text of its last user message, every time
+    (nothing is consumed), so CLIs whose requests arrive in any order each get their own
+    reply; a prompt no key matches takes the ordered turns."""
+    server = fake_model(
+        text("in line"),
+        by_prompt={"[alpha]": text("the alpha reply"), "[beta]": text("the beta reply")},
+    )
+
+    beta = claude.run(server, "Work [beta], please.")
+    alpha = claude.run(server, "Work [alpha], please.")
+    again = claude.run(server, "Once more [beta].", "--resume", beta.session_id)
+    other = claude.run(server, "Something else.")
+
+    assert beta.result["result"] == "the beta reply"
+    assert alpha.result["result"] == "the alpha reply"
+    # Asked again (the resumed request carries the first prompt too): the same reply.
+    assert again.result["result"] == "the beta reply"
+    assert "Once more [beta]." in server.main_requests[2].last_user_text
+    assert other.result["result"] == "in line"
+    assert server.remaining_turns == 0
+
+
 def test_compaction_does_not_consume_scripted_turns(
     claude: ClaudeCli, fake_model: StartFakeModel
 ) -> None:
@@ -344,5 +370,12 @@ def test_scripts_load_from_json(tmp_path: Path) -> None:
     path.write_text(json.dumps(script_to_json(script)))
 
     assert load_script(path) == script
+    keyed = Script(by_prompt={"[one]": text("first"), "[two]": slow("second", 0.1)})
+    path.write_text(json.dumps(script_to_json(keyed)))
+    assert load_script(path) == keyed
+    for bad in ({"by_prompt": []}, {"by_prompt": {"": {"type": "text", "text": "x"}}}, {"x": 1}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(InvalidInput, match="by_prompt"):
+            load_script(path)
     path.write_text(json.dumps([{"type": "text", "text": "a"}, {"type": "error", "status": 401}]))
     assert load_script(path).turns == [text("a"), error(401)]

@@ -209,10 +209,17 @@ def malformed() -> Malformed:
 
 @dataclass
 class Script:
-    """Turns for the main conversation, and separately for sub-agents (Agent tool)."""
+    """Turns for the main conversation, and separately for sub-agents (Agent tool).
+
+    `by_prompt` answers a main request by what its last user message says instead of by its
+    place in line: a request whose last user message contains one of its keys gets that
+    key's turn (the first key found, in order), every time — a retry of the request included
+    — and consumes nothing. Many CLIs at once (a load test) each get their own reply that way,
+    whatever order their requests arrive in; other requests take `turns` in order."""
 
     turns: list[Turn] = field(default_factory=list)
     subagent_turns: list[Turn] = field(default_factory=list)
+    by_prompt: dict[str, Turn] = field(default_factory=dict)
 
 
 # --- scripts as JSON (for `pocketcode dev fake-model --script FILE`) ------------------------
@@ -314,19 +321,33 @@ def _block_to_json(block: Block) -> dict[str, Any]:
     return {"type": "tool_use", "name": block.name, "input": dict(block.input), "id": block.id}
 
 
+_SCRIPT_KEYS = {"turns", "subagent_turns", "by_prompt"}
+_SCRIPT_SHAPE = (
+    'a script is a list of turns or {"turns": [...], "subagent_turns": [...], '
+    '"by_prompt": {"text in the prompt": turn, ...}}'
+)
+
+
 def script_from_json(data: Any) -> Script:
-    """A list of turns, or {"turns": [...], "subagent_turns": [...]}."""
+    """A list of turns, or {"turns": [...], "subagent_turns": [...], "by_prompt": {...}}."""
     if isinstance(data, list):
         return Script(turns=[turn_from_json(item) for item in data])
-    if isinstance(data, dict) and set(data) <= {"turns", "subagent_turns"}:
+    if isinstance(data, dict) and set(data) <= _SCRIPT_KEYS:
         turns = data.get("turns", [])
         subagent_turns = data.get("subagent_turns", [])
-        if isinstance(turns, list) and isinstance(subagent_turns, list):
+        by_prompt = data.get("by_prompt", {})
+        if (
+            isinstance(turns, list)
+            and isinstance(subagent_turns, list)
+            and isinstance(by_prompt, dict)
+            and all(isinstance(key, str) and key for key in by_prompt)
+        ):
             return Script(
                 turns=[turn_from_json(item) for item in turns],
                 subagent_turns=[turn_from_json(item) for item in subagent_turns],
+                by_prompt={key: turn_from_json(turn) for key, turn in by_prompt.items()},
             )
-    raise InvalidInput('a script is a list of turns or {"turns": [...], "subagent_turns": [...]}')
+    raise InvalidInput(_SCRIPT_SHAPE)
 
 
 def load_script(path: Path) -> Script:
@@ -341,6 +362,7 @@ def script_to_json(script: Script) -> dict[str, Any]:
     return {
         "turns": [turn_to_json(turn) for turn in script.turns],
         "subagent_turns": [turn_to_json(turn) for turn in script.subagent_turns],
+        "by_prompt": {key: turn_to_json(turn) for key, turn in script.by_prompt.items()},
     }
 
 
@@ -385,20 +407,32 @@ class RecordedRequest:
     def texts(self) -> list[str]:
         """Every text of the user and assistant messages, in order. (The CLI also sends
         `system`-role messages, e.g. the environment description, after the prompt.)"""
-        found: list[str] = []
-        for message in self.messages:
-            if message.get("role") not in ("user", "assistant"):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                found.append(content)
-            elif isinstance(content, list):
-                found.extend(
-                    str(block.get("text", ""))
-                    for block in content
-                    if isinstance(block, dict) and block.get("type") == "text"
-                )
-        return found
+        return [
+            text
+            for message in self.messages
+            if message.get("role") in ("user", "assistant")
+            for text in _texts_of(message)
+        ]
+
+    @property
+    def last_user_text(self) -> str:
+        """The texts of the last user message, one per line ("" when it has none: a message
+        of tool results)."""
+        users = [message for message in self.messages if message.get("role") == "user"]
+        return "\n".join(_texts_of(users[-1])) if users else ""
+
+
+def _texts_of(message: dict[str, Any]) -> list[str]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [
+            str(block.get("text", ""))
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        ]
+    return []
 
 
 def classify_request(method: str, path: str, headers: Mapping[str, str], body: Any) -> RequestKind:
@@ -466,14 +500,20 @@ class _State:
         self.lock = threading.Lock()
         self.turns: deque[Turn] = deque(script.turns)
         self.subagent_turns: deque[Turn] = deque(script.subagent_turns)
+        self.by_prompt = dict(script.by_prompt)
         self.requests: list[RecordedRequest] = []
         self.stopping = threading.Event()
         self.on_request = on_request
         self._cached_tokens: dict[tuple[str, str], int] = {}
 
-    def next_turn(self, kind: RequestKind) -> Turn | None:
+    def next_turn(self, record: RecordedRequest) -> Turn | None:
+        if record.kind == "main" and self.by_prompt:
+            said = record.last_user_text
+            for key, turn in self.by_prompt.items():
+                if key in said:
+                    return turn
         with self.lock:
-            queue = {"main": self.turns, "subagent": self.subagent_turns}.get(kind)
+            queue = {"main": self.turns, "subagent": self.subagent_turns}.get(record.kind)
             return queue.popleft() if queue else None
 
     def usage_for(self, headers: Mapping[str, str], body: dict[str, Any], output: Any) -> Usage:
@@ -557,7 +597,7 @@ def _create_app(state: _State) -> Any:
                 return answer(record, Response(status_code=200))
             return answer(record, _error_response(error(404, f"Not found: {path}")))
 
-        turn = state.next_turn(kind)
+        turn = state.next_turn(record)
         record.turn = turn
         if turn is None:
             turn = text(_default_text(kind, body))
