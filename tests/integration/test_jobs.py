@@ -67,6 +67,13 @@ def test_enqueue_stores_the_prompt_message_and_a_pending_job(
     stored = MessageService(db).page(session_id).messages
     assert [(m.id, m.job_id) for m in stored] == [(message.id, job.id)]
     assert jobs.get(job.id).status is JobStatus.PENDING
+    # What enqueue returns is what was stored.
+    stored_job = jobs.get(job.id)
+    for column in JobRow.__table__.columns:
+        assert getattr(job, column.key) == getattr(stored_job, column.key), column.key
+    stored_message = stored[0]
+    for column in ("id", "seq", "type", "subtype", "text", "job_id", "created_at", "raw"):
+        assert getattr(message, column) == getattr(stored_message, column), column
 
 
 def test_a_failing_enqueue_stores_neither_message_nor_job(

@@ -394,6 +394,11 @@ class JobService:
             options=options,
             attempts=0,
             max_attempts=1,
+            input_tokens=0,
+            output_tokens=0,
+            cache_creation_tokens=0,
+            cache_read_tokens=0,
+            cost_usd=Decimal(0),
             created_at=queued_at,
             updated_at=now,
         )
