@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from pocketcode.agents.base import PermissionDecision
 from pocketcode.db.engine import Database
@@ -75,18 +74,6 @@ def _decision(row: PermissionRequestRow) -> PermissionDecision:
     if row.status is PermissionStatus.EXPIRED:
         return PermissionDecision(allow=False, message="The user did not answer in time.")
     return PermissionDecision(allow=False, message=row.reason or "The user denied this tool use.")
-
-
-def pending_requests_in(
-    session: Session, session_id: uuid.UUID | None = None
-) -> list[PermissionRequestRow]:
-    """`PermissionService.pending` in the caller's transaction."""
-    query = sa.select(PermissionRequestRow).where(
-        PermissionRequestRow.status == PermissionStatus.PENDING
-    )
-    if session_id is not None:
-        query = query.where(PermissionRequestRow.session_id == session_id)
-    return list(session.scalars(query.order_by(PermissionRequestRow.created_at)))
 
 
 class PermissionService:
@@ -198,8 +185,13 @@ class PermissionService:
 
     def pending(self, session_id: uuid.UUID | None = None) -> list[PermissionRequestRow]:
         """Requests waiting for an answer, oldest first: what a reconnecting client shows."""
+        query = sa.select(PermissionRequestRow).where(
+            PermissionRequestRow.status == PermissionStatus.PENDING
+        )
+        if session_id is not None:
+            query = query.where(PermissionRequestRow.session_id == session_id)
         with self.db.read() as session:
-            return pending_requests_in(session, session_id)
+            return list(session.scalars(query.order_by(PermissionRequestRow.created_at)))
 
     def answer(
         self,

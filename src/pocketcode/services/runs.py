@@ -60,13 +60,15 @@ from pocketcode.domain.states import (
 from pocketcode.services.events import Event, EventBus, message_event, session_state_event
 from pocketcode.services.jobs import JobService, finish_in, pending_jobs_in
 from pocketcode.services.messages import MessageService, NewMessage
-from pocketcode.services.permissions import (
-    PermissionEvent,
-    PermissionService,
-    pending_requests_in,
-)
+from pocketcode.services.permissions import PermissionEvent, PermissionService
 from pocketcode.services.pricing import compute_cost, lookup_in
-from pocketcode.services.sessions import SessionService, load_session, move_process_in
+from pocketcode.services.sessions import (
+    SessionService,
+    SessionWithPending,
+    load_session,
+    load_with_pending,
+    move_process_in,
+)
 from pocketcode.services.transcripts import run_messages_since
 
 log = logging.getLogger(__name__)
@@ -253,9 +255,13 @@ def _queue_event(session_id: uuid.UUID, queue: list[JobRow]) -> Event:
 
 def _state_in(session: Session, row: SessionRow) -> Event:
     """A session's "state" event from its row, in the caller's transaction (after the
-    changes made to the row in it)."""
+    changes made to the row in it), with its pending permission count."""
     session.flush()
-    return session_state_event(row, len(pending_requests_in(session, row.id)))
+    return _state_event(load_with_pending(session, row.id))
+
+
+def _state_event(found: SessionWithPending) -> Event:
+    return session_state_event(found.row, found.pending_permissions)
 
 
 def _provider_id_taken(session: Session, row: SessionRow, provider_session_id: str) -> bool:
@@ -725,9 +731,8 @@ class RunManager:
         await self.bus.publish(await anyio.to_thread.run_sync(self._state_of, session_id))
 
     def _state_of(self, session_id: uuid.UUID) -> Event:
-        """A session's "state" event, read in one transaction (worker thread)."""
-        with self.db.read() as session:
-            return _state_in(session, load_session(session, session_id))
+        """A session's "state" event, read in one statement (worker thread)."""
+        return _state_event(self.sessions.get_with_pending(session_id))
 
     async def _publish_queue(self, session_id: uuid.UUID) -> None:
         queue = await anyio.to_thread.run_sync(self.jobs.list_queue, session_id)
