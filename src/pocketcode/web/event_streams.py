@@ -37,7 +37,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,8 +90,17 @@ def parse_session_cursor(text: str) -> int:
 def encode_all_cursor(since_ms: int, positions: dict[uuid.UUID, int]) -> str:
     # Sorted as text: 32 hex digits each, so the order of the ids, without comparing UUIDs
     # (a Python-level comparison; the cursor is written on every message frame).
-    parts = sorted([f"{_hex(session_id)}-{seq}" for session_id, seq in positions.items()])
+    parts = sorted([_cursor_part(session_id, seq) for session_id, seq in positions.items()])
+    return _all_cursor(since_ms, parts)
+
+
+def _all_cursor(since_ms: int, parts: Iterable[str]) -> str:
+    """The every-session cursor from its session parts, already in order."""
     return ".".join([_ALL_CURSOR_PREFIX, str(since_ms), *parts])
+
+
+def _cursor_part(session_id: uuid.UUID, seq: int) -> str:
+    return f"{_hex(session_id)}-{seq}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -212,8 +221,8 @@ class EventStream:
         if parts is None:
             # In the order encode_all_cursor writes them: by session hex.
             ordered = sorted(self.positions.items(), key=lambda item: _hex(item[0]))
-            parts = self._parts = {s: f"{_hex(s)}-{seq}" for s, seq in ordered}
-        return ".".join([_ALL_CURSOR_PREFIX, str(self.since_ms), *parts.values()])
+            parts = self._parts = {s: _cursor_part(s, seq) for s, seq in ordered}
+        return _all_cursor(self.since_ms, parts.values())
 
     def _move_to(self, session_id: uuid.UUID, seq: int) -> None:
         """The client has the session's messages up to `seq`."""
@@ -221,7 +230,7 @@ class EventStream:
         parts = self._parts
         if parts is not None:
             if session_id in parts:
-                parts[session_id] = f"{_hex(session_id)}-{seq}"
+                parts[session_id] = _cursor_part(session_id, seq)
             else:
                 self._parts = None  # a new session: its place in the order
 
