@@ -6,7 +6,8 @@ runs in sessions of their own, out of reach of a process-group kill) inherit. A 
 not an identity: a pid is reused, so a stored pid is only trusted together with the process's
 create time (`is_same_process`).
 
-Everything here is blocking (psutil reads /proc); call it from a thread in async code.
+Everything here is blocking (psutil reads /proc); call it from a thread in async code — but
+`lower_autogroup`, a coroutine that waits between its retries (its writes to /proc take no time).
 """
 
 from __future__ import annotations

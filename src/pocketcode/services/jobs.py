@@ -99,6 +99,11 @@ def _take_queue_time(row: SessionRow) -> datetime:
     return row.last_queued_at
 
 
+def _prompt_message(prompt: str, job_id: uuid.UUID) -> NewMessage:
+    """The user message a prompt is stored as (`_prompt_insert` writes the same columns)."""
+    return NewMessage(MessageType.USER, prompt, subtype=PROMPT_SUBTYPE, job_id=job_id)
+
+
 def _refuse_archived(row: SessionRow) -> None:
     if row.status is LifecycleStatus.ARCHIVED:
         raise Conflict(f"session {row.id} is archived; unarchive it to send prompts")
@@ -362,7 +367,7 @@ class JobService:
             message, _ = append_in(
                 session,
                 row.id,
-                NewMessage(MessageType.USER, prompt, subtype=PROMPT_SUBTYPE, job_id=job.id),
+                _prompt_message(prompt, job.id),
             )
         return job, message
 
@@ -402,13 +407,12 @@ class JobService:
             created_at=queued_at,
             updated_at=now,
         )
-        prompt_message = NewMessage(MessageType.USER, prompt, subtype=PROMPT_SUBTYPE, job_id=job_id)
         message = MessageRow(
             id=message_id,
             session_id=parsed,
             seq=seq,
             created_at=now,
-            **dataclasses.asdict(prompt_message),
+            **dataclasses.asdict(_prompt_message(prompt, job_id)),
         )
         return job, message
 
