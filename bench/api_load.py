@@ -109,7 +109,7 @@ def settle(db: Database) -> None:
     here: statistics (PostgreSQL's autovacuum), the load's WAL written back into the database
     (a checkpoint) and the dirty pages on disk, so no write-back of the seeding lands inside
     a timed request."""
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with db.autocommit_connection() as connection:
         if db.is_sqlite:  # its planner needs no statistics
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
