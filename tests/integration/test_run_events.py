@@ -164,12 +164,16 @@ async def test_no_commit_shows_a_finished_run_on_a_working_session(
             return
         checking.now = True
         try:
+            # One statement: on PostgreSQL (read committed) two would each see their own
+            # snapshot, and a run ending between them would look like the bug this looks for.
             with db.read() as session:
-                row = session.get(SessionRow, session_id)
-                current = row.current_job_id if row is not None else None
-                job = session.get(JobRow, current) if current is not None else None
-                if job is not None and job.status is not JobStatus.PROCESSING:
-                    broken.append(f"job {job.status.value}, session {row.process_status.value}")
+                seen = session.execute(
+                    sa.select(JobRow.status, SessionRow.process_status)
+                    .join(JobRow, JobRow.id == SessionRow.current_job_id)
+                    .where(SessionRow.id == session_id)
+                ).one_or_none()
+            if seen is not None and seen[0] is not JobStatus.PROCESSING:
+                broken.append(f"job {seen[0].value}, session {seen[1].value}")
         finally:
             checking.now = False
 
