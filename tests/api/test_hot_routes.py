@@ -145,6 +145,12 @@ def test_hot_routes_keep_their_errors(api: TestClient, project: Path) -> None:
         assert (api.get(path).status_code, api.get(path).json()) == (404, missing)
     assert api.get("/api/sessions/not-an-id/messages").status_code == 404
     session_id = api.post("/api/sessions", json={"projectPath": str(project)}).json()["id"]
+    # A prompt reads no session first: storing it refuses a missing or deleted one.
+    deleted = api.post("/api/sessions", json={"projectPath": str(project)}).json()["id"]
+    assert api.delete(f"/api/sessions/{deleted}").status_code == 200
+    for target in (uuid.uuid4(), "not-an-id", deleted):
+        sent = api.post(f"/api/sessions/{target}/messages", json={"content": "hi"})
+        assert (sent.status_code, sent.json()) == (404, missing)
     for cursor in ("nope", str(uuid.uuid4())):
         response = api.get(f"/api/sessions/{session_id}/messages?after={cursor}")
         assert response.status_code == 400, response.text

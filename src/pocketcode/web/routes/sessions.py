@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from pocketcode.db.tables import DeviceRow, ModelPricingRow, SessionRow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
+from pocketcode.domain.ids import parse_id
 from pocketcode.domain.states import LifecycleStatus, Provider
 from pocketcode.domain.timefmt import iso_z, now_iso_z
 from pocketcode.services.app_settings import KnownSettings
@@ -266,16 +267,18 @@ def raw_messages(
     responses={202: {"description": "Queued; no body"}, **errors(400, 404, 409)},
 )
 async def send_prompt(session_id: str, body: PromptIn, state: State, _me: Me) -> Response:
-    row = await run_in_threadpool(_load, state, session_id)
     options: Json = {"allowedTools": body.allowed_tools, "permissionMode": body.permission_mode}
     if body.model is not None:
         options["model"] = _MODEL_ALIASES.get(body.model, body.model)
     checked = validate_run_options(options)
-    if state.runtime is not None:
-        await state.runtime.runs.submit(row.id, body.content, checked)
-    else:
-        # Without a run manager here, the prompt waits for a server process that has one.
-        await run_in_threadpool(JobService(state.db).enqueue, row.id, body.content, checked)
+    # No read of the session first: storing the prompt refuses a missing or archived one.
+    with _pokecode_404():
+        parsed = parse_id(session_id, "session")
+        if state.runtime is not None:
+            await state.runtime.runs.submit(parsed, body.content, checked)
+        else:
+            # Without a run manager here, the prompt waits for a server process that has one.
+            await run_in_threadpool(JobService(state.db).enqueue, parsed, body.content, checked)
     return Response(status_code=202)
 
 
