@@ -176,7 +176,8 @@ def clock(api: TestClient) -> Clock:
 
 
 def _revoke_elsewhere(db: Database, row: type[ApiTokenRow] | type[LoginSessionRow]) -> None:
-    """What another process (the CLI, a second server) does: the database row, no cache."""
+    """What another process (the CLI, a second server) does, had its announcement been lost
+    (auth.RevocationSignal): the database row only. The time limit still ends the credential."""
     with db.write() as s:
         s.execute(sa.update(row).values(revoked_at=utcnow()))
 
@@ -245,7 +246,7 @@ def test_the_cache_keeps_at_most_its_size_oldest_out_first() -> None:
     cache = CredentialCache(size=2)
     identities = [Identity(uuid.uuid4(), api_token_id=uuid.uuid4()) for _ in range(3)]
     for n, identity in enumerate(identities):
-        cache.put(f"h{n}", identity, expires_in=None)
+        cache.put(f"h{n}", identity, expires_in=None, epoch=cache.epoch)
     assert [cache.get(f"h{n}") for n in range(3)] == [None, identities[1], identities[2]]
     cache.forget(lambda identity: identity is identities[1])
     assert cache.get("h1") is None

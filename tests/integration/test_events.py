@@ -276,8 +276,11 @@ def test_a_lost_listening_connection_reconnects_and_asks_for_resync(
     async def scenario() -> None:
         here = EventBus(db, reconnect_delay=0.05)
         there = EventBus(db)
+        forgotten: list[str] = []
+        here.when_revoked(lambda: forgotten.append("credentials"))
         await here.start()
         await there.start()
+        assert forgotten == []
         with here.subscribe(session_id) as subscription:
             with psycopg.connect(libpq, autocommit=True) as admin:
                 killed = admin.execute(
@@ -292,6 +295,8 @@ def test_a_lost_listening_connection_reconnects_and_asks_for_resync(
                 session_id,
                 {"reason": "reconnected"},
             )
+            # A revocation announced meanwhile may be lost: cached credentials are checked again.
+            assert forgotten == ["credentials"]
             # Workers re-poll after a reconnect, and events flow again.
             assert await here.wait_for_jobs(1) is True
             await there.publish(Event(session_id, "done", None, {"status": "completed"}))

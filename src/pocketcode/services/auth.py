@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import threading
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import pyotp
@@ -39,6 +41,7 @@ from pocketcode.domain.errors import (
     Unauthenticated,
 )
 from pocketcode.domain.ids import parse_id
+from pocketcode.services.events import REVOCATIONS_CHANNEL
 from pocketcode.services.secrets import Keyring
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,8 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 # (the web app's AuthService reads the cache; the CLI's checks every time). A revocation,
 # logout or password change made in the same process takes effect at once; one made by another
 # process (the `pocketcode token revoke` or `user passwd` CLI, a second server on the same
-# PostgreSQL) within this many seconds.
+# PostgreSQL) too, through `RevocationSignal`; should that signal be lost, within this many
+# seconds.
 CREDENTIAL_CACHE_SECONDS = 5.0
 CREDENTIAL_CACHE_SIZE = 1024
 
@@ -214,7 +218,10 @@ class TotpEnrollment:
 class CredentialCache:
     """Credentials this process checked recently: the SHA-256 of a token → its Identity, for
     `CREDENTIAL_CACHE_SECONDS` at most (never past the credential's own expiry). Only valid
-    credentials are kept, so guessing fills nothing; at `size` entries the oldest go first."""
+    credentials are kept, so guessing fills nothing; at `size` entries the oldest go first.
+
+    `invalidate` (another process revoked something) empties it and moves its `epoch` on: a
+    credential read from the database before that is not put back by a late `put`."""
 
     def __init__(
         self,
@@ -228,6 +235,7 @@ class CredentialCache:
         self._clock = clock
         self._entries: dict[str, tuple[Identity, float]] = {}
         self._lock = threading.Lock()
+        self.epoch = 0
 
     def get(self, token_hash: str) -> Identity | None:
         entry = self._entries.get(token_hash)
@@ -240,24 +248,97 @@ class CredentialCache:
             return None
         return identity
 
-    def put(self, token_hash: str, identity: Identity, *, expires_in: float | None) -> None:
-        """Remember a credential just checked; `expires_in`: seconds until it expires."""
+    def put(
+        self, token_hash: str, identity: Identity, *, expires_in: float | None, epoch: int
+    ) -> None:
+        """Remember a credential just checked; `expires_in`: seconds until it expires; `epoch`:
+        the cache's epoch when the check began (the check is dropped if it has moved on)."""
         if self.ttl <= 0:
             return
         lifetime = self.ttl if expires_in is None else min(self.ttl, expires_in)
         with self._lock:
+            if epoch != self.epoch:
+                return
             while len(self._entries) >= self.size:  # dicts keep insertion order: oldest first
                 del self._entries[next(iter(self._entries))]
             self._entries[token_hash] = (identity, self._clock() + lifetime)
 
     def forget(self, matches: Callable[[Identity], bool]) -> None:
+        """Forget the credentials `matches` picks, and drop the checks under way (they may
+        have read one of them before its revocation)."""
         with self._lock:
+            self.epoch += 1
             for key in [key for key, (identity, _) in self._entries.items() if matches(identity)]:
                 del self._entries[key]
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def invalidate(self) -> None:
+        """Forget everything, including checks still under way: a credential was revoked
+        somewhere, and which one is not known here."""
+        with self._lock:
+            self.epoch += 1
+            self._entries.clear()
+
+
+class RevocationSignal:
+    """Tells the other processes sharing the database that a credential was revoked, so their
+    caches forget at once instead of within `CREDENTIAL_CACHE_SECONDS`. PostgreSQL: a NOTIFY on
+    `REVOCATIONS_CHANNEL`, which every server's event bus listens for. SQLite (one machine):
+    a byte appended to a file beside the database, whose size and inode every look-up in a
+    cache compares with what it saw last (one `stat`). `announce` comes after the commit, so a
+    process that hears it reads the revocation."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.marker = revocation_marker(db)
+        self._seen = self._marker_state()
+
+    def announce(self) -> None:
+        """Revoked and committed: tell the others. A failure is logged; the cache's time limit
+        still ends the credential in the other processes."""
+        try:
+            if self.marker is not None:
+                fd = os.open(self.marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, b"\n")
+                finally:
+                    os.close(fd)
+            elif not self.db.is_sqlite:
+                with self.db.autocommit_connection() as connection:
+                    connection.execute(sa.select(sa.func.pg_notify(REVOCATIONS_CHANNEL, "")))
+        except (OSError, sa.exc.SQLAlchemyError) as exc:
+            log.warning("could not tell other processes of a revocation (%s)", type(exc).__name__)
+
+    def arrived(self) -> bool:
+        """Whether another process announced a revocation since the last call (SQLite; on
+        PostgreSQL the event bus hears it and invalidates the cache itself)."""
+        if self.marker is None:
+            return False
+        state = self._marker_state()
+        if state == self._seen:
+            return False
+        self._seen = state
+        return True
+
+    def _marker_state(self) -> tuple[int, int] | None:
+        if self.marker is None:
+            return None
+        try:
+            found = os.stat(self.marker)
+        except OSError:
+            return None
+        return found.st_ino, found.st_size
+
+
+def revocation_marker(db: Database) -> Path | None:
+    """SQLite: the file beside the database that revocations append to (None in memory)."""
+    name = db.engine.url.database if db.is_sqlite else None
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(f"{name}-revocations")
 
 
 # One per process: every AuthService of the process forgets what it revokes here, so a token
@@ -313,6 +394,7 @@ class AuthService:
         # see CREDENTIAL_CACHE_SECONDS.
         self.credentials = credential_cache
         self._cache_credentials = cache_credentials
+        self.revocations = RevocationSignal(db)
 
     # --- passwords -----------------------------------------------------------------------
 
@@ -468,6 +550,7 @@ class AuthService:
         cached = self._cached(token_hash, "session")
         if cached is not None:
             return cached
+        epoch = self.credentials.epoch
         now = utcnow()
         with self.db.read() as session:
             row = session.scalar(
@@ -486,7 +569,7 @@ class AuthService:
                     .values(last_seen_at=now)
                 )
         if self._cache_credentials:
-            self.credentials.put(token_hash, identity, expires_in=expires_in)
+            self.credentials.put(token_hash, identity, expires_in=expires_in, epoch=epoch)
         return identity
 
     def cached_identity(self, token: str, kind: CredentialKind) -> Identity | None:
@@ -498,7 +581,11 @@ class AuthService:
         return self._cached(hash_token(token), kind)
 
     def _cached(self, token_hash: str, kind: CredentialKind) -> Identity | None:
-        identity = self.credentials.get(token_hash) if self._cache_credentials else None
+        if not self._cache_credentials:
+            return None
+        if self.revocations.arrived():
+            self.credentials.invalidate()
+        identity = self.credentials.get(token_hash)
         if identity is None:
             return None
         # The same string sent as the other kind of credential is not that credential.
@@ -513,6 +600,7 @@ class AuthService:
                 .values(revoked_at=utcnow())
             )
         self.credentials.forget(lambda identity: identity.login_session_id == login_session_id)
+        self.revocations.announce()
 
     def _revoke_sessions(self, session: Session, user_id: uuid.UUID, keep: uuid.UUID | None) -> int:
         query = sa.update(LoginSessionRow).where(
@@ -566,6 +654,7 @@ class AuthService:
             row.password_changed_at = utcnow()
             revoked = self._revoke_sessions(session, user_id, keep_session)
         self._forget_sessions(user_id, keep_session)
+        self.revocations.announce()
         log.info(
             "password changed for user %s; %d other login session(s) revoked", user_id, revoked
         )
@@ -620,6 +709,7 @@ class AuthService:
             if not getattr(result, "rowcount", 0):
                 raise NotFound(f"token {tid} not found")
         self.credentials.forget(lambda identity: identity.api_token_id == tid)
+        self.revocations.announce()
         log.info("revoked API token %s", tid)
 
     def authenticate_token(self, token: str) -> Identity | None:
@@ -629,6 +719,7 @@ class AuthService:
         cached = self._cached(token_hash, "token")
         if cached is not None:
             return cached
+        epoch = self.credentials.epoch
         now = utcnow()
         with self.db.read() as session:
             row = session.scalar(sa.select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash))
@@ -649,7 +740,7 @@ class AuthService:
                     .values(last_used_at=now)
                 )
         if self._cache_credentials:
-            self.credentials.put(token_hash, identity, expires_in=expires_in)
+            self.credentials.put(token_hash, identity, expires_in=expires_in, epoch=epoch)
         return identity
 
     # --- TOTP ----------------------------------------------------------------------------

@@ -18,6 +18,10 @@ since notifications sent meanwhile are gone.
 Workers wait for jobs with `wait_for_jobs`, woken by `notify_jobs` in this process at once and,
 on PostgreSQL, in the others through `NOTIFY pocketcode_jobs`; callers still poll now and then,
 so a wake-up lost with a connection only delays a job, never strands it.
+
+On PostgreSQL the listening connection also hears `NOTIFY pocketcode_revocations` (a credential
+was revoked by another process) and calls what `when_revoked` registered: the web app's
+credential cache forgets what it holds.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "pocketcode_events"
 JOBS_CHANNEL = "pocketcode_jobs"
+# A credential was revoked (services/auth.py RevocationSignal): caches forget what they hold.
+REVOCATIONS_CHANNEL = "pocketcode_revocations"
 # PostgreSQL refuses payloads of 8000 bytes or more; keep a margin.
 MAX_NOTIFY_BYTES = 7900
 # The session id of a "resync" sent to a subscriber of every session: replay them all.
@@ -295,11 +301,23 @@ class EventBus:
         self._remote_lost = False  # events could not be sent: tell the others to resync
         self._inbox_lost = False  # notifications were dropped here: resync our subscribers
         self._started = False
+        self._revoked: list[Callable[[], None]] = []
 
     @property
     def distributed(self) -> bool:
         """True when events reach other server processes (PostgreSQL)."""
         return not self.db.is_sqlite
+
+    def when_revoked(self, forget: Callable[[], None]) -> None:
+        """Call `forget` when another process announces a revoked credential (PostgreSQL:
+        `REVOCATIONS_CHANNEL`), and after the listening connection was lost, since an
+        announcement may have been missed meanwhile. On SQLite the announcement is a file
+        (services/auth.py `RevocationSignal`) and this is never called."""
+        self._revoked.append(forget)
+
+    def _forget_credentials(self) -> None:
+        for forget in self._revoked:
+            forget()
 
     # -- subscribers ----------------------------------------------------------------------------
 
@@ -489,15 +507,22 @@ class EventBus:
                 async with conn:
                     await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    await conn.execute(f"LISTEN {REVOCATIONS_CHANNEL}")
                     if listening.done():
                         log.info("listening for events again")
-                        # Whatever was sent while we were away is lost: replay, re-poll.
+                        # Whatever was sent while we were away is lost: replay, re-poll,
+                        # check credentials again.
+                        self._forget_credentials()
                         self._resync_everyone("reconnected")
                         self._jobs_ready.set()
                     else:
                         listening.set_result(None)
                     delay = self.reconnect_delay
                     async for notify in conn.notifies():
+                        if notify.channel == REVOCATIONS_CHANNEL:
+                            # At once, not behind the events in the inbox (nor lost with them).
+                            self._forget_credentials()
+                            continue
                         try:
                             self._inbox.put_nowait((notify.channel, notify.payload))
                         except asyncio.QueueFull:

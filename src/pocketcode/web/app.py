@@ -74,6 +74,9 @@ def create_app(
                 session_ttl=timedelta(days=settings.session_ttl_days),
                 cache_credentials=True,
             )
+            if runtime is not None:
+                # Revocations announced by other processes on PostgreSQL (auth.RevocationSignal).
+                runtime.bus.when_revoked(lambda: auth.credentials.invalidate())
             app.state.pocketcode = AppState(
                 settings, database, keyring, time.monotonic(), runtime, auth, setup_hash
             )
