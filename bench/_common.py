@@ -223,23 +223,9 @@ BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account
 
 
-def pocketcode_cli(argv: list[str], env: dict[str, str], stdin: str = "") -> str:
-    """Run `pocketcode ARGV` with `env`; its stdout, or RuntimeError with its stderr's tail."""
-    done = subprocess.run(
-        [*POCKETCODE, *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pocketcode {argv[:2]} failed: {done.stderr[-2000:]}")
-    return done.stdout
-
-
 def create_owner_token(env: dict[str, str]) -> str:
     """The owner account and an API token for it, made with the CLI as a user would."""
-    pocketcode_cli(["user", "create", "--username", BENCH_USER], env, BENCH_PASSWORD + "\n")
-    return pocketcode_cli(["token", "create", BENCH_USER], env).strip().splitlines()[-1]
+    from tests.e2e.server_process import pocketcode_cli
+
+    pocketcode_cli(env, "user", "create", "--username", BENCH_USER, stdin=BENCH_PASSWORD + "\n")
+    return pocketcode_cli(env, "token", "create", BENCH_USER).strip().splitlines()[-1]

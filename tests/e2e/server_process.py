@@ -22,6 +22,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pocketcode_cli(env: dict[str, str], *argv: str, stdin: str = "") -> str:
+    """Run `pocketcode ARGV` as a user would (its own process, `env`, `stdin`); its stdout,
+    or RuntimeError with the tail of its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pocketcode", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pocketcode {' '.join(argv[:2])} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
 def server_env(tmp_path: Path, database_url: str, model_url: str) -> dict[str, str]:
     """The environment of a server whose CLI talks to the fake model."""
     env = claude_cli_env(tmp_path / "home", model_url)

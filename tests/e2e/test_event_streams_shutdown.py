@@ -6,38 +6,23 @@ reconnect), not a cut connection. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.server_process import ServerProcess, server_env
+from tests.e2e.server_process import ServerProcess, pocketcode_cli, server_env
 
 pytestmark = pytest.mark.timeout(120)
 
 PASSWORD = "pw-streams-shutdown-8812"
 
 
-def _cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pocketcode", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
-
-
 def test_sigterm_ends_open_streams_and_the_server_exits(database_url: str, tmp_path: Path) -> None:
     env = server_env(tmp_path, database_url, "http://127.0.0.1:9")
-    _cli(env, "user", "create", "--username", "owner", stdin=PASSWORD + "\n")
-    token = _cli(env, "token", "create", "owner").strip().splitlines()[-1]
+    pocketcode_cli(env, "user", "create", "--username", "owner", stdin=PASSWORD + "\n")
+    token = pocketcode_cli(env, "token", "create", "owner").strip().splitlines()[-1]
     server = ServerProcess.start(env, tmp_path / "server.log", timeout=60)
     try:
         with httpx.Client(

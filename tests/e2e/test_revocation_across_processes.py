@@ -4,8 +4,6 @@ it had just checked it and keeps what it checked for a few seconds (CREDENTIAL_C
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import httpx
 import pytest
 
 from pocketcode.services.auth import CREDENTIAL_CACHE_SECONDS
-from tests.e2e.server_process import ServerProcess, server_env
+from tests.e2e.server_process import ServerProcess, pocketcode_cli, server_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,18 +22,8 @@ PASSWORD = "e2e-revocation-canary-5b1d"
 AT_ONCE = 1.0
 
 
-def _cli(env: dict[str, str], *argv: str, stdin: str = "") -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pocketcode", *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def _new_token(env: dict[str, str], name: str) -> str:
+    return pocketcode_cli(env, "token", "create", name).strip().splitlines()[-1]
 
 
 def _accepted_after(
@@ -46,7 +34,7 @@ def _accepted_after(
     took so long that the cache alone could have ended it in time."""
     assert client.get(path).status_code == 200
     checked = time.monotonic()
-    _cli(env, *argv, stdin=stdin)
+    pocketcode_cli(env, *argv, stdin=stdin)
     exited = time.monotonic()
     if exited - checked > CREDENTIAL_CACHE_SECONDS - 2 * AT_ONCE:
         return None
@@ -60,18 +48,18 @@ def test_credentials_revoked_with_the_cli_are_refused_by_the_server_at_once(
     database_url: str, tmp_path: Path
 ) -> None:
     env = server_env(tmp_path, database_url, "http://127.0.0.1:9")  # no prompt runs here
-    _cli(env, "user", "create", "--username", USERNAME, stdin=PASSWORD + "\n")
+    pocketcode_cli(env, "user", "create", "--username", USERNAME, stdin=PASSWORD + "\n")
     server = ServerProcess.start(env, tmp_path / "server.log")
-    secrets = [PASSWORD]
+    canaries = [PASSWORD]
     try:
-        kept = _cli(env, "token", "create", "kept").strip().splitlines()[-1]
-        secrets.append(kept)
+        kept = _new_token(env, "kept")
+        canaries.append(kept)
         with httpx.Client(base_url=server.url, timeout=10) as client:
             waited: float | None = None
             for attempt in range(3):  # another try only if the CLI was too slow to tell
-                token = _cli(env, "token", "create", f"phone-{attempt}").strip().splitlines()[-1]
-                secrets.append(token)
-                listed = _cli(env, "token", "list").splitlines()
+                token = _new_token(env, f"phone-{attempt}")
+                canaries.append(token)
+                listed = pocketcode_cli(env, "token", "list").splitlines()
                 token_id = next(line.split()[0] for line in listed if f"phone-{attempt}" in line)
                 client.headers["authorization"] = f"Bearer {token}"
                 waited = _accepted_after(client, "/api/sessions", env, "token", "revoke", token_id)
@@ -88,12 +76,12 @@ def test_credentials_revoked_with_the_cli_are_refused_by_the_server_at_once(
             waited = None
             for attempt in range(3):
                 login = browser.post(
-                    "/api/auth/login", json={"username": USERNAME, "password": secrets[0]}
+                    "/api/auth/login", json={"username": USERNAME, "password": canaries[0]}
                 )
                 assert login.status_code == 200, login.text
-                secrets.insert(0, f"{PASSWORD}-changed-{attempt}")
+                canaries.insert(0, f"{PASSWORD}-changed-{attempt}")
                 waited = _accepted_after(
-                    browser, "/api/auth/me", env, "user", "passwd", stdin=secrets[0] + "\n"
+                    browser, "/api/auth/me", env, "user", "passwd", stdin=canaries[0] + "\n"
                 )
                 if waited is not None:
                     break
@@ -101,4 +89,4 @@ def test_credentials_revoked_with_the_cli_are_refused_by_the_server_at_once(
     finally:
         server.stop()
     log = (tmp_path / "server.log").read_text()
-    assert not any(secret in log for secret in secrets)
+    assert not any(secret in log for secret in canaries)

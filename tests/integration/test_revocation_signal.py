@@ -6,10 +6,11 @@ a clock that never moves here, so only the announcement can end a cached credent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -77,11 +78,16 @@ async def _forgotten(db: Database, gone: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _listening(db: Database, server: AuthService) -> EventBus:
+@contextlib.asynccontextmanager
+async def _listening(db: Database, server: AuthService) -> AsyncIterator[None]:
+    """The server's event bus, forgetting into its cache what other processes revoke."""
     bus = EventBus(db)
     bus.when_revoked(server.credentials.invalidate)
     await bus.start()
-    return bus
+    try:
+        yield
+    finally:
+        await bus.stop()
 
 
 @pytest.mark.anyio
@@ -89,8 +95,7 @@ async def _listening(db: Database, server: AuthService) -> EventBus:
 async def test_a_token_revoked_elsewhere_is_forgotten_at_once(
     db: Database, server: AuthService, elsewhere: AuthService, anyio_backend: str
 ) -> None:
-    bus = await _listening(db, server)
-    try:
+    async with _listening(db, server):
         user = elsewhere.create_user("owner", PASSWORD)
         kept, revoked = (elsewhere.create_token(user.id, name) for name in ("laptop", "phone"))
         for made in (kept, revoked):
@@ -105,8 +110,6 @@ async def test_a_token_revoked_elsewhere_is_forgotten_at_once(
         assert server.authenticate_token(revoked.token) is None
         # The others are checked again, and still valid.
         assert server.authenticate_token(kept.token) is not None
-    finally:
-        await bus.stop()
 
 
 @pytest.mark.anyio
@@ -114,8 +117,7 @@ async def test_a_token_revoked_elsewhere_is_forgotten_at_once(
 async def test_a_password_changed_elsewhere_ends_cached_logins_at_once(
     db: Database, server: AuthService, elsewhere: AuthService, anyio_backend: str
 ) -> None:
-    bus = await _listening(db, server)
-    try:
+    async with _listening(db, server):
         user = elsewhere.create_user("owner", PASSWORD)
         login = server.login("owner", PASSWORD)
         assert server.authenticate_session(login.token) is not None
@@ -125,8 +127,6 @@ async def test_a_password_changed_elsewhere_ends_cached_logins_at_once(
 
         await _forgotten(db, lambda: server.cached_identity(login.token, "session") is None)
         assert server.authenticate_session(login.token) is None
-    finally:
-        await bus.stop()
 
 
 @pytest.mark.anyio
@@ -135,8 +135,7 @@ async def test_a_logout_elsewhere_is_forgotten_at_once(
     db: Database, server: AuthService, elsewhere: AuthService, anyio_backend: str
 ) -> None:
     """A second server answering the same browser's logout."""
-    bus = await _listening(db, server)
-    try:
+    async with _listening(db, server):
         elsewhere.create_user("owner", PASSWORD)
         login = server.login("owner", PASSWORD)
         assert server.authenticate_session(login.token) is not None
@@ -145,8 +144,6 @@ async def test_a_logout_elsewhere_is_forgotten_at_once(
 
         await _forgotten(db, lambda: server.cached_identity(login.token, "session") is None)
         assert server.authenticate_session(login.token) is None
-    finally:
-        await bus.stop()
 
 
 def test_without_an_announcement_the_cache_keeps_a_credential(
