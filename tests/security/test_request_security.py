@@ -50,6 +50,8 @@ def test_unsafe_cookie_requests_need_a_same_origin_proof(make_client: MakeClient
         {"origin": "null"},
         {"origin": BASE, "sec-fetch-site": "cross-site"},
         {"origin": "", "sec-fetch-site": "same-site"},
+        {"origin": "http://[x"},  # not even a URL (urlsplit refuses it)
+        {"origin": "http://[::1"},
     ):
         response = client.post(url, json=body, headers=headers)
         assert response.status_code == 403, headers
@@ -66,6 +68,10 @@ def test_unsafe_cookie_requests_need_a_same_origin_proof(make_client: MakeClient
         no_proof.post(url, json=body, headers={"sec-fetch-site": "same-origin"}).status_code == 201
     )
     assert no_proof.post(url, json=body, headers={"origin": BASE}).status_code == 201
+    # On a safe method a malformed Origin is answered as usual, on a stream refused.
+    assert no_proof.get("/health/live", headers={"origin": "http://[x"}).status_code == 200
+    stream = no_proof.get("/api/events", headers={"origin": "http://[x"})
+    assert (stream.status_code, stream.json()["code"]) == (403, "FORBIDDEN")
 
 
 @pytest.mark.usefixtures("owner")

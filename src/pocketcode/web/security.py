@@ -126,8 +126,18 @@ class RequestPolicy:
         origin = origin.strip().lower().rstrip("/")
         if origin in self.cors_origins or origin == self.public_origin:
             return True
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # not a URL at all (`http://[x`): not ours
+            return False
         return parts.scheme in {"http", "https"} and parts.netloc == host_header.strip().lower()
+
+    def is_cross_site(self, origin: str | None, fetch_site: str | None, host_header: str) -> bool:
+        """A request a page of another site sent: its `Origin` is not ours, or its
+        `Sec-Fetch-Site` is other than same-origin/none."""
+        return (origin is not None and not self.is_same_origin(origin, host_header)) or (
+            fetch_site is not None and fetch_site not in {"same-origin", "none"}
+        )
 
     def is_trusted(self, client_host: str | None) -> bool:
         if not self.trusted_networks or not client_host:
@@ -225,9 +235,7 @@ class SecurityMiddleware:
         method: str = scope.get("method", "GET")
         origin = headers.get("origin")
         fetch_site = headers.get("sec-fetch-site")
-        cross_site = (origin is not None and not self.policy.is_same_origin(origin, host)) or (
-            fetch_site is not None and fetch_site not in {"same-origin", "none"}
-        )
+        cross_site = self.policy.is_cross_site(origin, fetch_site, host)
 
         principal = await self._principal(scope, headers)
         if (method in UNSAFE_METHODS or scope["type"] == "websocket") and (

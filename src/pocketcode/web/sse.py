@@ -204,11 +204,9 @@ def refuse_cross_site(request: Request) -> None:
     principal = getattr(request.state, "principal", None)
     if principal is not None and principal.method == "bearer":
         return
-    origin = request.headers.get("origin")
-    fetch_site = request.headers.get("sec-fetch-site")
-    host = request.headers.get("host", "")
     policy: RequestPolicy = RequestPolicy(request.app.state.pocketcode.settings)
-    if (origin is not None and not policy.is_same_origin(origin, host)) or (
-        fetch_site is not None and fetch_site not in {"same-origin", "none"}
+    headers = request.headers
+    if policy.is_cross_site(
+        headers.get("origin"), headers.get("sec-fetch-site"), headers.get("host", "")
     ):
         raise Forbidden("cross-origin event stream refused")
