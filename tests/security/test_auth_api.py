@@ -309,6 +309,9 @@ def test_totp_codes_and_recovery_codes_work_once(make_client: MakeClient) -> Non
     totp = pyotp.TOTP(secret)
 
     error(client.post("/api/auth/totp/confirm", json={"code": "000000"}), 400, "INVALID_INPUT")
+    # Six digits of another script pass `str.isdigit`; they are no code, not a 500.
+    for foreign in ("١٢٣٤٥٦", "１２３４５６"):
+        error(client.post("/api/auth/totp/confirm", json={"code": foreign}), 400, "INVALID_INPUT")
     # Codes are taken from the step of the confirmation, not from the clock again later: a
     # test crossing a 30 s boundary would otherwise log in with a fresh, unspent code.
     confirmed_at = time.time()
@@ -323,6 +326,7 @@ def test_totp_codes_and_recovery_codes_work_once(make_client: MakeClient) -> Non
     error(login(other), 401, "TOTP_REQUIRED")
     # The code that confirmed enrolment is spent: a login with it fails.
     error(login(other, totpCode=code), 401, "UNAUTHENTICATED")
+    error(login(other, totpCode="١٢٣٤٥٦"), 401, "UNAUTHENTICATED")
     next_code = totp.at(confirmed_at + 30)  # the next step
     assert login(other, totpCode=next_code).status_code == 200
     other.cookies.clear()

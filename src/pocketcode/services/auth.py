@@ -818,7 +818,9 @@ class AuthService:
         """Accept a code of the current step ± 1 that is newer than the last accepted one, and
         record its step in the same statement that checks it, so a code works exactly once."""
         code = _normalize_code(code)
-        if not code.isdigit() or len(code) != 6:
+        # ASCII only: `isdigit` also takes other scripts' digits ("١٢٣٤٥٦"), which no
+        # authenticator shows and `compare_digest` refuses to compare.
+        if not (code.isascii() and code.isdigit()) or len(code) != 6:
             return False
         with self.db.read() as session:
             row = session.get(UserRow, user_id)
