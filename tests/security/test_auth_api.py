@@ -4,6 +4,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import AuthFailureRow
+from pocketcode.domain.errors import TooManyAttempts
 from pocketcode.services.auth import AttemptThrottle
 from tests.security.conftest import (
     BASE,
@@ -197,23 +199,60 @@ def test_repeated_failures_are_throttled_with_retry_after(client: TestClient) ->
     assert 0 < retry_after <= auth.throttle.window
 
 
+def _fail(throttle: AttemptThrottle, *keys: str) -> None:
+    with throttle.attempt(*keys) as attempt:
+        attempt.failed()
+
+
 def test_the_window_slides(db: Database) -> None:
     now = [datetime(2026, 11, 22, 12, 0, tzinfo=UTC)]
     throttle = AttemptThrottle(db, limit=2, window=60, clock=lambda: now[0])
-    throttle.failed("k")
+    _fail(throttle, "k")
     now[0] += timedelta(seconds=30)
-    throttle.failed("k")
-    with pytest.raises(Exception, match="try again in 30 s") as info:
-        throttle.check("k")
-    assert getattr(info.value, "retry_after", None) == 30
+    _fail(throttle, "k")
+    with pytest.raises(TooManyAttempts, match="try again in 30 s") as info:
+        _fail(throttle, "k")
+    assert info.value.retry_after == 30
     now[0] += timedelta(seconds=30.5)  # the first failure aged out
-    throttle.check("k")
-    throttle.check("other")
-    throttle.failed("k")
-    with pytest.raises(Exception, match="too many"):
-        throttle.check("k")
+    with throttle.attempt("k"):  # an attempt the block does not call a failure is not one
+        pass
+    _fail(throttle, "other")
+    _fail(throttle, "k")
+    with pytest.raises(TooManyAttempts, match="too many"):
+        _fail(throttle, "k")
     throttle.succeeded("k")
-    throttle.check("k")
+    _fail(throttle, "k")
+    with pytest.raises(RuntimeError), throttle.attempt("k"):
+        raise RuntimeError("an error is no failed attempt")
+    _fail(throttle, "k")  # the second failure since `succeeded`, not the third
+    with pytest.raises(TooManyAttempts):
+        _fail(throttle, "k")
+
+
+def test_attempts_made_at_once_count_against_each_other(db: Database) -> None:
+    """Forty guesses sent together must not all be judged: each is counted before its slow
+    password check, so only the limit's worth get one and the rest are refused."""
+    throttle = AttemptThrottle(db, limit=3, window=60)
+    judged: list[int] = []
+    refused: list[int] = []
+
+    def guess(number: int) -> None:
+        try:
+            with throttle.attempt("login:owner:10.0.0.9", "login-ip:10.0.0.9") as attempt:
+                time.sleep(0.2)  # the password hash
+                judged.append(number)
+                attempt.failed()
+        except TooManyAttempts:
+            refused.append(number)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert (len(judged), len(refused)) == (3, 9)
+    with db.read() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuthFailureRow)) == 6
 
 
 def test_failures_count_across_server_processes_and_leave_no_names(

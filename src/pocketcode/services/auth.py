@@ -17,7 +17,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -125,16 +126,52 @@ class AttemptThrottle:
     def _digest(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
 
-    def check(self, *keys: str) -> None:
+    @contextmanager
+    def attempt(self, *keys: str) -> Iterator[Attempt]:
+        """One attempt (a password, a one-time code) counted under `keys`: TooManyAttempts if
+        a key is over its limit, else the block judges it and calls `Attempt.failed()` if it
+        failed. The attempt is counted as a failure *before* it is judged, in the transaction
+        that checks the limit, and taken back when the block ends without `failed()`: attempts
+        made at once count against each other (checked first and counted after the slow
+        password hash, forty guesses sent together all passed the check)."""
+        counted = self._count(keys)
+        attempt = Attempt()
+        try:
+            yield attempt
+        finally:
+            if not attempt.is_failure:
+                with self.db.write() as session:
+                    session.execute(sa.delete(AuthFailureRow).where(AuthFailureRow.id.in_(counted)))
+
+    def _count(self, keys: tuple[str, ...]) -> list[uuid.UUID]:
         now = self._clock()
+        digests = sorted({self._digest(key) for key in keys})
+        with self.db.write() as session:
+            if not self.db.is_sqlite:
+                # SQLite's write transactions are exclusive; PostgreSQL's are not: two attempts
+                # under one key take turns between counting and adding.
+                for digest in digests:
+                    session.execute(
+                        sa.select(sa.func.pg_advisory_xact_lock(_THROTTLE_LOCKS, _lock_id(digest)))
+                    )
+            self._refuse_if_over(session, digests, now)
+            # What aged out is of no use to anyone: each attempt sweeps the table.
+            session.execute(
+                sa.delete(AuthFailureRow).where(
+                    AuthFailureRow.failed_at <= now - timedelta(seconds=self.window)
+                )
+            )
+            rows = [AuthFailureRow(id=uuid.uuid4(), key_hash=d, failed_at=now) for d in digests]
+            session.add_all(rows)
+        return [row.id for row in rows]
+
+    def _refuse_if_over(self, session: Session, digests: list[str], now: datetime) -> None:
         since = now - timedelta(seconds=self.window)
-        digests = [self._digest(key) for key in keys]
-        with self.db.read() as session:
-            rows = session.execute(
-                sa.select(AuthFailureRow.key_hash, AuthFailureRow.failed_at)
-                .where(AuthFailureRow.key_hash.in_(digests), AuthFailureRow.failed_at > since)
-                .order_by(AuthFailureRow.failed_at)
-            ).all()
+        rows = session.execute(
+            sa.select(AuthFailureRow.key_hash, AuthFailureRow.failed_at)
+            .where(AuthFailureRow.key_hash.in_(digests), AuthFailureRow.failed_at > since)
+            .order_by(AuthFailureRow.failed_at)
+        ).all()
         failures: dict[str, list[datetime]] = {}
         for digest, failed_at in rows:
             failures.setdefault(digest, []).append(failed_at)
@@ -146,24 +183,31 @@ class AttemptThrottle:
         if wait > 0:
             raise TooManyAttempts(max(1, int(wait + 0.999)))
 
-    def failed(self, *keys: str) -> None:
-        now = self._clock()
-        with self.db.write() as session:
-            # What aged out is of no use to anyone: each failure sweeps the table.
-            session.execute(
-                sa.delete(AuthFailureRow).where(
-                    AuthFailureRow.failed_at <= now - timedelta(seconds=self.window)
-                )
-            )
-            session.add_all(
-                AuthFailureRow(key_hash=self._digest(key), failed_at=now) for key in keys
-            )
-
     def succeeded(self, key: str) -> None:
+        """Forget the failures counted under `key` (the right password for this user from
+        this address: its earlier typos no longer count)."""
         with self.db.write() as session:
             session.execute(
                 sa.delete(AuthFailureRow).where(AuthFailureRow.key_hash == self._digest(key))
             )
+
+
+class Attempt:
+    """What the block of `AttemptThrottle.attempt` says of its attempt."""
+
+    def __init__(self) -> None:
+        self.is_failure = False
+
+    def failed(self) -> None:
+        self.is_failure = True
+
+
+# PostgreSQL advisory locks of the throttle: (this namespace, a key's digest folded to 31 bits).
+_THROTTLE_LOCKS = 0x7063_7468  # "pcth"
+
+
+def _lock_id(digest: str) -> int:
+    return int(digest[:8], 16) & 0x7FFF_FFFF
 
 
 @dataclass(frozen=True)
@@ -497,27 +541,27 @@ class AuthService:
     ) -> NewLogin:
         name = normalize_username(username)[:64]
         pair_key, ip_key = f"login:{name}:{ip}", f"login-ip:{ip}"
-        self.throttle.check(pair_key, ip_key)
-        with self.db.read() as session:
-            user = session.scalar(sa.select(UserRow).where(UserRow.username == name))
-            password_hash = user.password_hash if user is not None else self.dummy_hash
-        valid = self._verify_password(password_hash, password[:PASSWORD_MAX_LENGTH])
-        if user is None or not valid or len(password) > PASSWORD_MAX_LENGTH:
-            self.throttle.failed(pair_key, ip_key)
-            log.info("failed login attempt")
-            raise Unauthenticated("invalid username or password")
-        if user.totp_enabled:
-            if not totp_code and not recovery_code:
-                raise TotpRequired("a one-time code from your authenticator app is required")
-            ok = (
-                self.verify_totp(user.id, totp_code)
-                if totp_code
-                else self.use_recovery_code(user.id, recovery_code or "")
-            )
-            if not ok:
-                self.throttle.failed(pair_key, ip_key)
-                log.info("failed one-time code for user %s", user.id)
-                raise Unauthenticated("invalid one-time code")
+        with self.throttle.attempt(pair_key, ip_key) as attempt:
+            with self.db.read() as session:
+                user = session.scalar(sa.select(UserRow).where(UserRow.username == name))
+                password_hash = user.password_hash if user is not None else self.dummy_hash
+            valid = self._verify_password(password_hash, password[:PASSWORD_MAX_LENGTH])
+            if user is None or not valid or len(password) > PASSWORD_MAX_LENGTH:
+                attempt.failed()
+                log.info("failed login attempt")
+                raise Unauthenticated("invalid username or password")
+            if user.totp_enabled:
+                if not totp_code and not recovery_code:
+                    raise TotpRequired("a one-time code from your authenticator app is required")
+                ok = (
+                    self.verify_totp(user.id, totp_code)
+                    if totp_code
+                    else self.use_recovery_code(user.id, recovery_code or "")
+                )
+                if not ok:
+                    attempt.failed()
+                    log.info("failed one-time code for user %s", user.id)
+                    raise Unauthenticated("invalid one-time code")
         self.throttle.succeeded(pair_key)
         token = secrets.token_urlsafe(32)
         now = utcnow()
@@ -623,6 +667,17 @@ class AuthService:
             )
         )
 
+    def _check_password_of(self, user_id: uuid.UUID, password: str, key: str, what: str) -> None:
+        """Unauthenticated unless `password` is the user's, throttled under `key`."""
+        with self.throttle.attempt(key) as attempt:
+            with self.db.read() as session:
+                row = session.get(UserRow, user_id)
+                current_hash = row.password_hash if row is not None else self.dummy_hash
+            if not self._verify_password(current_hash, password):
+                attempt.failed()
+                raise Unauthenticated(f"{what} is wrong")
+        self.throttle.succeeded(key)
+
     def change_password(
         self,
         user_id: uuid.UUID,
@@ -637,14 +692,7 @@ class AuthService:
         check_password(new_password)
         key = f"password:{user_id}:{ip}"
         if current_password is not None:
-            self.throttle.check(key)
-            with self.db.read() as session:
-                row = session.get(UserRow, user_id)
-                current_hash = row.password_hash if row is not None else self.dummy_hash
-            if not self._verify_password(current_hash, current_password):
-                self.throttle.failed(key)
-                raise Unauthenticated("the current password is wrong")
-            self.throttle.succeeded(key)
+            self._check_password_of(user_id, current_password, key, "the current password")
         new_hash = self.hasher.hash(new_password)
         with self.db.write() as session:
             row = session.get(UserRow, user_id)
@@ -765,18 +813,18 @@ class AuthService:
         """Turn TOTP on once the user proves their app has the secret; returns the recovery
         codes, in plaintext this once."""
         key = f"totp:{user_id}:{ip}"
-        self.throttle.check(key)
-        with self.db.read() as session:
-            row = session.get(UserRow, user_id)
-            if row is None:
-                raise NotFound("user not found")
-            if row.totp_enabled:
-                raise Conflict("two-factor authentication is already on")
-            if row.totp_secret is None:
-                raise Conflict("start with enrolling: there is no pending secret")
-        if not self._accept_totp(user_id, code, require_enabled=False):
-            self.throttle.failed(key)
-            raise InvalidInput("that code is not valid; check the clock of your device")
+        with self.throttle.attempt(key) as attempt:
+            with self.db.read() as session:
+                row = session.get(UserRow, user_id)
+                if row is None:
+                    raise NotFound("user not found")
+                if row.totp_enabled:
+                    raise Conflict("two-factor authentication is already on")
+                if row.totp_secret is None:
+                    raise Conflict("start with enrolling: there is no pending secret")
+            if not self._accept_totp(user_id, code, require_enabled=False):
+                attempt.failed()
+                raise InvalidInput("that code is not valid; check the clock of your device")
         self.throttle.succeeded(key)
         codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
         with self.db.write() as session:
@@ -792,15 +840,7 @@ class AuthService:
     ) -> None:
         """Turn TOTP off. `password=None` skips the check (the local admin CLI)."""
         if password is not None:
-            key = f"password:{user_id}:{ip}"
-            self.throttle.check(key)
-            with self.db.read() as session:
-                row = session.get(UserRow, user_id)
-                current_hash = row.password_hash if row is not None else self.dummy_hash
-            if not self._verify_password(current_hash, password):
-                self.throttle.failed(key)
-                raise Unauthenticated("the password is wrong")
-            self.throttle.succeeded(key)
+            self._check_password_of(user_id, password, f"password:{user_id}:{ip}", "the password")
         with self.db.write() as session:
             row = session.get(UserRow, user_id)
             if row is None:
