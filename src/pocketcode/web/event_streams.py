@@ -118,7 +118,12 @@ def parse_all_cursor(text: str) -> tuple[int, dict[uuid.UUID, int]]:
     for entry in entries:
         session_hex, _, seq = entry.partition("-")
         positions[uuid.UUID(hex=session_hex)] = parse_session_cursor(seq)
-    return parse_session_cursor(since), positions
+    since_ms = parse_session_cursor(since)
+    try:
+        _from_ms(since_ms)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("not a time a cursor was issued at") from None
+    return since_ms, positions
 
 
 def _from_ms(milliseconds: int) -> datetime:
