@@ -124,7 +124,8 @@ def test_each_kind_is_checked_with_a_message(api: TestClient) -> None:
         ],
         "default_model": ["gpt-4o", "claude-nonexistent-9", "sonnet\nopus"],
         "default_permission_mode": ["yolo", "Plan", "acceptedits"],
-        "anthropic_api_key": ["two words", "tab\tinside"],
+        "anthropic_api_key": ["two words", "tab\tinside", "sk-kéy"],
+        "transcription_api_key": ["sk-kéy", "ключ"],  # a header carries ASCII only
         "transcription_model": ["bad\x00model", "m" * 256],
     }
     for key, values in refused.items():

@@ -183,6 +183,15 @@ def test_a_slow_endpoint_times_out() -> None:
         assert anyio.run(attempt, patient) == "hello"
 
 
+def test_a_key_no_header_can_carry_is_a_502_not_a_crash(fake: FakeTranscriptionServer) -> None:
+    """Settings take ASCII keys only; one stored before that rule is refused with a message
+    (httpx cannot encode it into the Authorization header) and nothing is sent."""
+    endpoint = TranscriptionEndpoint(fake.base_url, "whisper-1", api_key="sk-kéy")
+    with pytest.raises(TranscriptionFailed, match="set transcription_api_key again"):
+        anyio.run(lambda: transcribe(endpoint, b"hello", content_type="audio/webm"))
+    assert fake.requests == []
+
+
 def test_the_forwarded_name_has_an_extension_the_api_decodes() -> None:
     assert upload_name("memo.OGG", None) == "recording.ogg"
     assert upload_name("../../etc/passwd", "audio/wav") == "recording.wav"

@@ -105,9 +105,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _token(value: str) -> str:
-    """An API key: one word of printable characters. The message never repeats the value."""
-    if len(value) > _MAX_SECRET_CHARS or re.search(r"\s", value) or _CONTROL.search(value):
-        raise InvalidInput(f"a key is one word of at most {_MAX_SECRET_CHARS} printable characters")
+    """An API key: one word of printable ASCII characters (it travels in an HTTP header,
+    which carries nothing else). The message never repeats the value."""
+    if (
+        len(value) > _MAX_SECRET_CHARS
+        or not value.isascii()
+        or re.search(r"\s", value)
+        or _CONTROL.search(value)
+    ):
+        raise InvalidInput(
+            f"a key is one word of at most {_MAX_SECRET_CHARS} printable ASCII characters"
+        )
     return value
 
 

@@ -125,6 +125,11 @@ async def transcribe(
     cannot be reached, times out, refuses the request or answers without a text."""
     check_audio(audio)
     host = urlsplit(endpoint.base_url).netloc
+    if endpoint.api_key and not endpoint.api_key.isascii():  # stored before keys were ASCII
+        raise TranscriptionFailed(
+            "the transcription key holds characters an HTTP header cannot carry: "
+            "set transcription_api_key again"
+        )
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     name = upload_name(filename, content_type)
     timeout = httpx.Timeout(endpoint.timeout_s, connect=min(CONNECT_TIMEOUT_S, endpoint.timeout_s))
