@@ -363,7 +363,9 @@ class Diff:
 
 def _is_untracked(repo: Repository, pathspec: str) -> bool:
     result = run_git(repo.project, ["ls-files", "--error-unmatch", "--", pathspec])
-    return result.returncode != 0 and (repo.project / pathspec).exists()
+    # os.path.exists, not Path.exists: on Python 3.11 that raises for a name too long or a
+    # folder the server may not search.
+    return result.returncode != 0 and os.path.exists(repo.project / pathspec)
 
 
 def git_diff(

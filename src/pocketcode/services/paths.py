@@ -41,7 +41,9 @@ def resolve_inside_roots(raw: str, roots: Sequence[Path], *, what: str = "path")
 
 def resolve_project_dir(raw: str, roots: Sequence[Path]) -> Path:
     path = resolve_inside_roots(raw, roots, what="project path")
-    if not path.is_dir():
+    # os.path.isdir, not Path.is_dir: on Python 3.11 that raises for a name too long or a
+    # folder the server may not search, which are a request's mistakes, not the server's.
+    if not os.path.isdir(path):
         raise InvalidInput(f"project path {str(path)!r} is not an existing directory")
     return path
 

@@ -48,7 +48,9 @@ def projects_directory(roots: Sequence[Path]) -> Path:
 
 
 def is_git_repository(path: Path) -> bool:
-    return (path / ".git").exists()
+    # os.path.exists, not Path.exists: on Python 3.11 that raises when `path` may not be
+    # searched (another user's folder), and one such folder must not fail a whole listing.
+    return os.path.exists(path / ".git")
 
 
 def _mtime_z(seconds: float) -> str:
@@ -88,6 +90,8 @@ def _scan(directory: Path, roots: Sequence[Path], *, what: str) -> Iterator[os.D
         raise InvalidInput(f"{what} {str(directory)!r} is not a directory") from None
     except PermissionError:
         raise AccessDenied(f"{what} {str(directory)!r} cannot be read") from None
+    except OSError as exc:  # a name too long, a symlink loop
+        raise InvalidInput(f"{what} {str(directory)!r} cannot be listed ({exc.strerror})") from None
 
 
 def _item(entry: os.DirEntry[str], *, path: str, with_files: bool) -> DirectoryItem | None:
@@ -344,7 +348,7 @@ def load_definitions(
     real_project = Path(os.path.realpath(project))
     if (
         source in ("project", "all")
-        and project_folder.is_dir()
+        and os.path.isdir(project_folder)  # Path.is_dir raises for a folder we may not search
         and is_inside(Path(os.path.realpath(project_folder)), real_project)
     ):
         project_path = project_folder
