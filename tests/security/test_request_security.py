@@ -8,6 +8,8 @@ import re
 
 import pyotp
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from tests.security.conftest import BASE, PASSWORD, SETUP_TOKEN, USERNAME, MakeClient, login
 
@@ -100,6 +102,34 @@ def test_security_headers_on_every_kind_of_response(make_client: MakeClient) -> 
         for name, value in HEADERS.items():
             assert value in response.headers[name], (response.request.url, name)
     assert client.get("/api/auth/me").headers["cache-control"] == "no-store"
+
+
+@pytest.mark.usefixtures("owner")
+def test_an_unexpected_error_keeps_the_error_shape_and_the_headers(make_client: MakeClient) -> None:
+    """No request of a client should reach a bug, and the tests look for those that do
+    (schemathesis, the traversal corpus); should one still be reached, the answer is the API's
+    error shape with the security headers and without the exception's text."""
+    client = make_client()
+    assert login(client).status_code == 200
+
+    async def broken() -> None:
+        raise RuntimeError("bug-canary-77d1")
+
+    app: FastAPI = client.app  # type: ignore[assignment]
+    app.add_api_route("/api/broken", broken)
+    quiet = TestClient(app, base_url=BASE, headers={"origin": BASE}, raise_server_exceptions=False)
+    quiet.cookies.update(client.cookies)
+    response = quiet.get("/api/broken")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal error: see the server's log",
+        "code": "INTERNAL_ERROR",
+        "statusCode": 500,
+    }
+    assert "bug-canary-77d1" not in response.text
+    for name, value in HEADERS.items():
+        assert value in response.headers[name], name
+    assert response.headers["cache-control"] == "no-store"
 
 
 def test_cors_is_off_unless_configured(make_client: MakeClient) -> None:

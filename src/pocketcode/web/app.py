@@ -24,7 +24,7 @@ from pocketcode.db.engine import Database
 from pocketcode.domain.errors import PocketcodeError, TooManyAttempts
 from pocketcode.services.auth import AuthService
 from pocketcode.services.secrets import Keyring, load_keyring, verify_keyring
-from pocketcode.web.security import RequestPolicy, SecurityMiddleware
+from pocketcode.web.security import RequestPolicy, SecurityMiddleware, security_headers
 
 if TYPE_CHECKING:
     from pocketcode.services.runtime import Runtime
@@ -129,6 +129,15 @@ def create_app(
             for error in exc.errors()
         )
         return error_response(422, "VALIDATION_ERROR", f"invalid request: {problems}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, never the client's fault: the error shape all the same, with the headers the
+        # security middleware (inside the framework's error handler) could not add. The
+        # framework then logs the traceback for the operator; the client sees no detail.
+        response = error_response(500, "INTERNAL_ERROR", "internal error: see the server's log")
+        response.raw_headers.extend(security_headers(request.url.path))
+        return response
 
     app.add_middleware(SecurityMiddleware, policy=RequestPolicy(settings))
     if settings.cors_origins:
