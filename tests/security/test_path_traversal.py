@@ -238,3 +238,33 @@ def test_a_project_that_became_a_symlink_out_of_the_roots_is_refused(
     for route in ("files", "files/content?path=secret.txt", "git/status", "commands", "agents"):
         response = client.get(f"/api/sessions/{session}/{route}")
         assert refused(response) is None, (route, response.text)
+
+
+# The web app's files: a public route (no credentials), so a path that leaves the static folder
+# must be refused to anyone.
+ASSET_CORPUS = [
+    "..%2f..%2fconfig.py",
+    "%2e%2e/%2e%2e/config.py",
+    "js/..%2f..%2f..%2fconfig.py",
+    "%2fetc%2fpasswd",
+    "..%5c..%5cconfig.py",
+    "x%00y",
+    "app.css%00.png",
+    "a" * 300,
+    "js/" + "b" * 300 + ".js",
+    "%c0%ae%c0%ae/config.py",
+    "~/.bashrc",
+]
+
+
+def test_static_assets_refuse_every_path_that_leaves_their_folder(client: TestClient) -> None:
+    anonymous = TestClient(client.app, base_url=str(client.base_url))
+    assert anonymous.get("/assets/app.css").status_code == 200
+    failures = []
+    for raw in ASSET_CORPUS:
+        response = anonymous.get(f"/assets/{raw}")
+        if (why := refused(response)) is not None:
+            failures.append((raw[:60], why))
+        elif "pocketcode" in response.text and "Settings" in response.text:
+            failures.append((raw[:60], "served a source file"))
+    assert not failures, failures

@@ -8,6 +8,7 @@ client (see `routes/health.py`, which asks `wants_html`). Routing inside the app
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -48,8 +49,11 @@ def wants_html(request: Request) -> bool:
 def _file(relative: str) -> FileResponse:
     """A file under the static folder, or 404. The path is resolved first, so `..` or a
     symlink cannot leave the folder."""
+    if "\x00" in relative:  # `resolve` refuses it with a ValueError
+        raise NotFound("no such asset")
     path = (STATIC_DIR / relative).resolve()
-    if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+    # os.path.isfile: pathlib's raises for a name too long (Python 3.11).
+    if not path.is_relative_to(STATIC_DIR) or not os.path.isfile(path):
         raise NotFound("no such asset")
     media_type = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
     return FileResponse(path, media_type=media_type, headers=_REVALIDATE)
