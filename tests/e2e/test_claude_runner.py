@@ -374,6 +374,29 @@ async def test_missing_cli_and_missing_project_folder_fail_without_raising(
     assert server.requests == []
 
 
+async def test_a_project_folder_outside_the_allowed_roots_is_not_run_in(
+    fake_model: StartFakeModel, runner_session: MakeRunnerSession, tmp_path: Path
+) -> None:
+    """A session imported from a transcript may name any folder; the server runs the agent
+    only inside its allowed roots (symlinks resolved), as its file and git routes read only
+    there."""
+    server = fake_model(text("inside"))
+    root, outside = tmp_path / "root", tmp_path / "root-sibling"
+    (root / "app").mkdir(parents=True)
+    outside.mkdir()
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    session = runner_session(server, allowed_roots=[root])
+
+    refused = [await session.run("hello", cwd=cwd) for cwd in (outside, root / "escape")]
+    for run in refused:
+        assert run.outcome.status is RunStatus.FAILED
+        assert run.outcome.error_code == "cwd_outside_roots"
+        assert "POCKETCODE_ALLOWED_ROOTS" in (run.outcome.error or "")
+    assert server.requests == []
+    inside = await session.run("hello", cwd=root / "app")
+    assert inside.outcome.status is RunStatus.COMPLETED, inside.outcome
+
+
 async def test_a_session_that_cannot_be_resumed_fails_with_resume_failed(
     fake_model: StartFakeModel, runner_session: MakeRunnerSession
 ) -> None:

@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -60,8 +60,10 @@ from pocketcode.agents.base import (
     RunRequest,
     RunStatus,
 )
+from pocketcode.domain.errors import InvalidInput
 from pocketcode.domain.states import MessageType, Provider
 from pocketcode.services.messages import NewMessage
+from pocketcode.services.paths import resolve_inside_roots
 from pocketcode.services.pricing import TokenUsage
 
 if TYPE_CHECKING:
@@ -698,8 +700,12 @@ class ClaudeCodeRunner:
         server_env: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
         nice: int = 0,
+        allowed_roots: Sequence[Path] | None = None,
     ) -> None:
         self._cli_path = cli_path
+        # Runs only in a folder inside these (the server's POCKETCODE_ALLOWED_ROOTS); None:
+        # anywhere. A session imported from a transcript may name any folder.
+        self._allowed_roots = allowed_roots
         self._nice = nice
         self._idle_timeout = idle_timeout
         self._cancel_grace = cancel_grace
@@ -812,6 +818,15 @@ class ClaudeCodeRunner:
             raise _RunFailed("cli_missing", f"The Claude Code CLI was not found at {cli}.")
         if not request.cwd.is_dir():
             raise _RunFailed("cwd_missing", f"The project folder {request.cwd} does not exist.")
+        if self._allowed_roots is not None:
+            try:
+                resolve_inside_roots(str(request.cwd), self._allowed_roots)
+            except InvalidInput:
+                raise _RunFailed(
+                    "cwd_outside_roots",
+                    f"The project folder {request.cwd} is outside the folders this server may "
+                    "work in (POCKETCODE_ALLOWED_ROOTS); add it there to run prompts in it.",
+                ) from None
         live = await self._client_for(active, cli)
         active.live = live
         live.busy = True

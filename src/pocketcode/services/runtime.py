@@ -59,6 +59,7 @@ class Runtime:
             instance_id=worker_id,
             work_dir=work_dir,
             nice=settings.agent_nice,
+            allowed_roots=settings.allowed_roots,
         )
         permissions = PermissionService(db, timeout=settings.permission_timeout)
         runs = RunManager(
