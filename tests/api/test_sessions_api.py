@@ -189,6 +189,41 @@ def test_prices_are_listed_and_updated(api: TestClient) -> None:
         error(api.put("/api/pricing", json=bad), 422, "VALIDATION_ERROR")
 
 
+def test_prices_are_stored_as_the_columns_hold_them_all_or_none(api: TestClient) -> None:
+    """Prices have 6 decimals, multipliers 3 (NUMERIC(10, 6) and (5, 3)): a value is rounded
+    to that on both databases, and one that rounds to the limit is refused — PostgreSQL
+    would round it itself and then fail. A refused entry stores none of its request."""
+    before = api.get("/api/pricing").json()["prices"]
+    ok = {"modelName": "kept-out", "inputPricePerMillion": 1, "outputPricePerMillion": 2}
+    for bad in (
+        {"inputPricePerMillion": "9999.9999999"},
+        {"outputPricePerMillion": 9999.9999996},
+        {"cacheWriteMultiplier": "99.9999"},
+        {"cacheReadMultiplier": 99.9996},
+    ):
+        entry = {"modelName": "rounds-over", "inputPricePerMillion": 1}
+        entry["outputPricePerMillion"] = 1
+        response = api.put("/api/pricing", json={"prices": [ok, {**entry, **bad}]})
+        assert "between 0 and" in error(response, 400, "INVALID_INPUT"), bad
+    assert api.get("/api/pricing").json()["prices"] == before
+
+    rounded = {
+        "modelName": "rounded",
+        "inputPricePerMillion": "1.0000005",
+        "outputPricePerMillion": "9999.9999994",
+        "cacheWriteMultiplier": "1.2345",
+        "cacheReadMultiplier": "0.0004",
+    }
+    assert api.put("/api/pricing", json={"prices": [rounded]}).status_code == 200
+    [stored] = [p for p in api.get("/api/pricing").json()["prices"] if p["modelName"] == "rounded"]
+    assert (
+        stored["inputPricePerMillion"],
+        stored["outputPricePerMillion"],
+        stored["cacheWriteMultiplier"],
+        stored["cacheReadMultiplier"],
+    ) == (1.000001, 9999.999999, 1.235, 0.0)
+
+
 def test_usage_sums_jobs_by_day_project_and_model(
     api: TestClient, project: Path, db: Database
 ) -> None:

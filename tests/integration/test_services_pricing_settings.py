@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -168,3 +170,46 @@ def test_a_wrong_key_cannot_read_settings(db: Database, keyring: Keyring, tmp_pa
 def test_mask_shows_at_most_the_last_four_characters() -> None:
     assert mask("sk-abcdefghijkl") == "••••••••ijkl"
     assert mask("short") == "•••••"
+
+
+def _at_once(count: int, write: Callable[[int], None]) -> list[BaseException]:
+    """`write(n)` from `count` threads released together; the exceptions they raised."""
+    start = threading.Barrier(count)
+    failures: list[BaseException] = []
+
+    def run(number: int) -> None:
+        start.wait(10)
+        try:
+            write(number)
+        except BaseException as exc:  # collected for the assertion
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return failures
+
+
+def test_first_writes_of_one_new_key_at_once_all_succeed(db: Database, keyring: Keyring) -> None:
+    """Each looked the key up, found nothing and inserted it: all but one hit the unique
+    index (a 500 on PostgreSQL). One statement that inserts or updates cannot."""
+    store, pricing = AppSettingsService(db, keyring), PricingService(db)
+    assert _at_once(6, lambda n: store.set("default_model", f"model-{n}")) == []
+    assert store.get("default_model") in {f"model-{n}" for n in range(6)}
+    price = Decimal(1)
+    assert (
+        _at_once(
+            6,
+            lambda n: pricing.upsert(
+                "new-model", input_per_million=price, output_per_million=Decimal(n)
+            ),
+        )
+        == []
+    )
+    stored = pricing.lookup("new-model")
+    assert stored is not None and stored.input_per_million == price
+    with db.read() as session:
+        count = sa.select(sa.func.count()).select_from(AppSettingRow)
+        assert session.scalar(count.where(AppSettingRow.key == "default_model")) == 1

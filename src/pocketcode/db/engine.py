@@ -21,6 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -164,6 +166,17 @@ def create_db_engine(
         )
     _install_idle_timeout(engine, idle_timeout)
     return engine
+
+
+def insert_or_update(dialect: str, table: Any, key: str, columns: list[str]) -> Any:
+    """`INSERT … ON CONFLICT (key) DO UPDATE SET columns = excluded.columns` for SQLite or
+    PostgreSQL (each has its own construct): a row written whether or not it exists, in one
+    statement, so two writers of a new key at once cannot both insert it."""
+    module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
+    insert = module.insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=[key], set_={name: insert.excluded[name] for name in columns}
+    )
 
 
 class Database:

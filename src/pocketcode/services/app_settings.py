@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from pocketcode.db.engine import Database
+from pocketcode.db.engine import Database, insert_or_update
 from pocketcode.db.tables import AppSettingRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import InvalidInput, NotFound
@@ -58,13 +58,9 @@ class AppSettingsService:
         if len(value) > MAX_VALUE_CHARS:
             raise InvalidInput(f"a setting value is at most {MAX_VALUE_CHARS} characters")
         ciphertext = self.keyring.encrypt(value)
+        upsert = insert_or_update(self.db.dialect, AppSettingRow, "key", ["value", "updated_at"])
         with self.db.write() as session:
-            row = session.scalar(sa.select(AppSettingRow).where(AppSettingRow.key == key))
-            if row is None:
-                session.add(AppSettingRow(key=key, value=ciphertext))
-            else:
-                row.value = ciphertext
-                row.updated_at = utcnow()
+            session.execute(upsert, {"key": key, "value": ciphertext, "updated_at": utcnow()})
 
     def delete(self, key: str) -> bool:
         _check_key(key)

@@ -9,13 +9,15 @@ cost = input × input price
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pocketcode.db.engine import Database
+from pocketcode.db.engine import Database, insert_or_update
 from pocketcode.db.tables import ModelPricingRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import InvalidInput, NotFound
@@ -102,6 +104,38 @@ def lookup_in(session: Session, model: str) -> Price | None:
     return Price.from_row(dated) if dated is not None else None
 
 
+# Column → (what it is, its scale, the first value it cannot hold): NUMERIC(10, 6) and (5, 3).
+_PRICE_COLUMNS = {
+    "input_price_per_million": ("input price", Decimal("0.000001"), Decimal(10_000)),
+    "output_price_per_million": ("output price", Decimal("0.000001"), Decimal(10_000)),
+    "cache_write_multiplier": ("cache write multiplier", Decimal("0.001"), Decimal(100)),
+    "cache_read_multiplier": ("cache read multiplier", Decimal("0.001"), Decimal(100)),
+}
+
+
+def _checked(price: Price) -> dict[str, Any]:
+    """The row of a price, as the columns will hold it, or InvalidInput. Rounded first:
+    PostgreSQL would round 9999.9999999 to 10000.000000 itself, and then refuse it."""
+    name = price.model_name.strip()
+    if not name or len(name) > 255:
+        raise InvalidInput("model name must be 1 to 255 characters")
+    given = (
+        price.input_per_million,
+        price.output_per_million,
+        price.cache_write_multiplier,
+        price.cache_read_multiplier,
+    )
+    row: dict[str, Any] = {"model_name": name}
+    for (column, (label, scale, limit)), value in zip(_PRICE_COLUMNS.items(), given, strict=True):
+        if not value.is_finite() or value < 0 or value >= limit:
+            raise InvalidInput(f"{label} must be between 0 and {limit}")
+        rounded = value.quantize(scale, ROUND_HALF_UP)
+        if rounded >= limit:
+            raise InvalidInput(f"{label} must be between 0 and {limit}")
+        row[column] = rounded
+    return row
+
+
 class PricingService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -132,31 +166,31 @@ class PricingService:
         output_per_million: Decimal,
         cache_write_multiplier: Decimal = Decimal("1.25"),
         cache_read_multiplier: Decimal = Decimal("0.1"),
-    ) -> ModelPricingRow:
-        name = model_name.strip()
-        if not name or len(name) > 255:
-            raise InvalidInput("model name must be 1 to 255 characters")
-        for label, value, limit in (
-            ("input price", input_per_million, Decimal(10_000)),
-            ("output price", output_per_million, Decimal(10_000)),
-            ("cache write multiplier", cache_write_multiplier, Decimal(100)),
-            ("cache read multiplier", cache_read_multiplier, Decimal(100)),
-        ):
-            if not value.is_finite() or value < 0 or value >= limit:
-                raise InvalidInput(f"{label} must be between 0 and {limit}")
+    ) -> None:
+        self.set_prices(
+            [
+                Price(
+                    model_name,
+                    input_per_million,
+                    output_per_million,
+                    cache_write_multiplier,
+                    cache_read_multiplier,
+                )
+            ]
+        )
+
+    def set_prices(self, prices: Sequence[Price]) -> None:
+        """Set the prices of these models (new ones added): all or, if one is refused
+        (InvalidInput), none. Values are rounded to what the columns hold (6 decimals for a
+        price, 3 for a multiplier) before they are checked against the limits."""
+        rows = [_checked(price) for price in prices]
+        upsert = insert_or_update(
+            self.db.dialect, ModelPricingRow, "model_name", [*_PRICE_COLUMNS, "updated_at"]
+        )
+        now = utcnow()
         with self.db.write() as session:
-            row = session.scalar(
-                sa.select(ModelPricingRow).where(ModelPricingRow.model_name == name)
-            )
-            if row is None:
-                row = ModelPricingRow(model_name=name)
-                session.add(row)
-            row.input_price_per_million = input_per_million
-            row.output_price_per_million = output_per_million
-            row.cache_write_multiplier = cache_write_multiplier
-            row.cache_read_multiplier = cache_read_multiplier
-            row.updated_at = utcnow()
-        return row
+            for row in rows:
+                session.execute(upsert, {**row, "updated_at": now})
 
     def delete(self, model_name: str) -> None:
         with self.db.write() as session:

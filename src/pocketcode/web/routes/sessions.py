@@ -29,7 +29,7 @@ from pocketcode.services.jobs import JobService
 from pocketcode.services.messages import MAX_PAGE as MAX_MESSAGES
 from pocketcode.services.messages import MessageService
 from pocketcode.services.permissions import Answer, PermissionService, request_data
-from pocketcode.services.pricing import PricingService
+from pocketcode.services.pricing import Price, PricingService
 from pocketcode.services.runs import validate_run_options
 from pocketcode.services.sessions import MAX_SEARCH_CHARS, SessionService, SessionWithPending
 from pocketcode.services.usage import UsageTotals, queue_counts, usage_summary
@@ -395,14 +395,18 @@ def list_pricing(state: State, _me: Me) -> Json:
 )
 def update_pricing(body: PricesIn, state: State, _me: Me) -> Json:
     pricing = PricingService(state.db)
-    for price in body.prices:
-        pricing.upsert(
-            price.model_name,
-            input_per_million=price.input_price_per_million,
-            output_per_million=price.output_price_per_million,
-            cache_write_multiplier=price.cache_write_multiplier,
-            cache_read_multiplier=price.cache_read_multiplier,
-        )
+    pricing.set_prices(
+        [
+            Price(
+                price.model_name,
+                price.input_price_per_million,
+                price.output_price_per_million,
+                price.cache_write_multiplier,
+                price.cache_read_multiplier,
+            )
+            for price in body.prices
+        ]
+    )
     return {"prices": [_price_view(r) for r in pricing.list_prices()]}
 
 
