@@ -3,6 +3,7 @@ archive, queue, approve, price and cancel — and that bad input is a 4xx."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -105,6 +106,25 @@ def test_bad_input_is_a_4xx_in_the_one_error_shape(api: TestClient, project: Pat
     long_context = {"context": "x" * 5001}
     error(api.patch(f"/api/sessions/{session_id}", json=long_context), 422, "VALIDATION_ERROR")
     error(api.patch(f"/api/sessions/{session_id}", json={"metadata": [1]}), 422, "VALIDATION_ERROR")
+    # Python's JSON reads NaN and Infinity; JSON has neither, and jsonb refuses them.
+    for number in ("NaN", "Infinity", "-Infinity", "1e999"):
+        body = '{"metadata": {"a": [' + number + "]}}"
+        patched = api.patch(
+            f"/api/sessions/{session_id}",
+            content=body.encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert "finite" in error(patched, 400, "INVALID_INPUT"), number
+    project = api.get(f"/api/sessions/{session_id}").json()["projectPath"]
+    created = api.post(
+        "/api/sessions",
+        content=json.dumps({"projectPath": project})
+        .replace("}", ', "metadata": {"n": NaN}}')
+        .encode(),
+        headers={"content-type": "application/json"},
+    )
+    error(created, 400, "INVALID_INPUT")
+    assert api.get(f"/api/sessions/{session_id}").json()["metadata"] == {}
     error(
         api.post(f"/api/permissions/{uuid.uuid4()}", json={"decision": "allow"}), 404, "NOT_FOUND"
     )

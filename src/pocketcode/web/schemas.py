@@ -7,6 +7,7 @@ Responses are described below their section marker.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
@@ -62,6 +63,9 @@ def _unstorable(data: Any) -> str | None:
         if isinstance(value, str):
             if not _is_storable(value):
                 return UNSTORABLE_TEXT
+        elif isinstance(value, float) and not math.isfinite(value):
+            # Python's JSON reads NaN and Infinity, which JSON (and PostgreSQL's jsonb) lacks.
+            return "numbers in the request must be finite: NaN and Infinity are not JSON"
         elif isinstance(value, dict | list):
             if depth >= MAX_NESTING:
                 return f"the request nests JSON deeper than {MAX_NESTING} levels"
