@@ -10,6 +10,7 @@ import contextlib
 import json
 import random
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -453,7 +454,7 @@ async def test_a_cursor_ahead_of_the_session_or_unreadable_asks_for_a_resync(
     session_id = new_session(db, tmp_path)
     await store(db, session_id, "one")
     async with serve(settings, db, bus) as served, served.client() as client:
-        for cursor in ("99", "not-a-seq"):
+        for cursor in ("99", "not-a-seq", "3000000000"):
             headers = {"Last-Event-ID": cursor}
             url = f"/api/sessions/{session_id}/events"
             async with client.stream("GET", url, headers=headers) as response:
@@ -461,7 +462,13 @@ async def test_a_cursor_ahead_of_the_session_or_unreadable_asks_for_a_resync(
             assert [item.event for item in seen[1:]] == ["resync", "heartbeat"]
             assert seen[-1].id == "1"
         # Unreadable, or a time no datetime holds (year 31,690: the stream used to end there).
-        for cursor in ("x", "m1.999999999999999", f"m1.1.{session_id.hex}-1.nope"):
+        for cursor in (
+            "x",
+            "m1.999999999999999",
+            f"m1.1.{session_id.hex}-1.nope",
+            f"m1.{int(time.time() * 1000)}.{session_id.hex}-3000000000",  # seq is 32-bit
+            f"m1.{int(time.time() * 1000)}.{uuid.UUID(int=0).hex}-{2**31}",
+        ):
             headers = {"Last-Event-ID": cursor}
             async with client.stream("GET", "/api/events", headers=headers) as all_:
                 seen = await read_until(all_, is_heartbeat)

@@ -79,11 +79,23 @@ class StreamOptions:
 # -- cursors ------------------------------------------------------------------------------------
 
 
+# `session_messages.seq` is a 32-bit integer: a larger one names no message, and PostgreSQL
+# refuses to compare the column with it.
+MAX_SEQ = 2**31 - 1
+
+
 def parse_session_cursor(text: str) -> int:
-    """A seq (ValueError unless a non-negative integer)."""
+    """A seq (ValueError unless an integer from 0 to MAX_SEQ)."""
+    number = _parse_count(text)
+    if number > MAX_SEQ:
+        raise ValueError("not a seq")
+    return number
+
+
+def _parse_count(text: str) -> int:
     text = text.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise ValueError("not a seq")
+        raise ValueError("not a non-negative integer")
     return int(text)
 
 
@@ -118,7 +130,7 @@ def parse_all_cursor(text: str) -> tuple[int, dict[uuid.UUID, int]]:
     for entry in entries:
         session_hex, _, seq = entry.partition("-")
         positions[uuid.UUID(hex=session_hex)] = parse_session_cursor(seq)
-    since_ms = parse_session_cursor(since)
+    since_ms = _parse_count(since)
     try:
         _from_ms(since_ms)
     except (OverflowError, OSError, ValueError):
