@@ -192,6 +192,18 @@ def test_a_key_no_header_can_carry_is_a_502_not_a_crash(fake: FakeTranscriptionS
     assert fake.requests == []
 
 
+def test_a_url_the_http_client_refuses_is_a_502_not_a_crash() -> None:
+    """Settings refuse such URLs now; one stored before is answered with a message."""
+
+    async def attempt(url: str) -> str:
+        endpoint = TranscriptionEndpoint(url, "whisper-1")
+        return await transcribe(endpoint, b"hello", content_type="audio/webm")
+
+    for url in ("http://xn--.com/v1", "http://[::1]x/v1"):
+        with pytest.raises(TranscriptionFailed, match="set transcription_url again"):
+            anyio.run(attempt, url)
+
+
 def test_the_forwarded_name_has_an_extension_the_api_decodes() -> None:
     assert upload_name("memo.OGG", None) == "recording.ogg"
     assert upload_name("../../etc/passwd", "audio/wav") == "recording.wav"

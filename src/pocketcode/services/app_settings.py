@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
 import sqlalchemy as sa
 
 from pocketcode.db.engine import Database, insert_or_update
@@ -121,7 +122,10 @@ def _http_url(value: str) -> str:
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError:
+        # What the HTTP client will make of it (it refuses some hosts urlsplit takes, such
+        # as `xn--.com`): refused here rather than at every use.
+        httpx.Request("GET", value)
+    except (ValueError, httpx.InvalidURL):  # IDNAError is a ValueError (UnicodeError)
         raise InvalidInput("the URL is not valid") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidInput(

@@ -146,6 +146,10 @@ async def transcribe(
         raise TranscriptionFailed(
             f"the transcription service at {host} did not answer in time"
         ) from None
+    except (httpx.InvalidURL, UnicodeError):  # a URL stored before settings checked this
+        raise TranscriptionFailed(
+            "the transcription URL is not valid: set transcription_url again"
+        ) from None
     except httpx.HTTPError as exc:
         raise TranscriptionFailed(
             f"the transcription service at {host} could not be reached ({type(exc).__name__})"
