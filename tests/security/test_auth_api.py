@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import AuthFailureRow
-from pocketcode.domain.errors import TooManyAttempts
+from pocketcode.domain.errors import Conflict, TooManyAttempts
 from pocketcode.services.auth import AttemptThrottle
 from tests.security.conftest import (
     BASE,
@@ -408,3 +409,29 @@ def test_malformed_requests_get_the_error_shape_without_echoing_input(client: Te
         "VALIDATION_ERROR",
     )
     error(client.put("/api/auth/login", json={}), 405, "METHOD_NOT_ALLOWED")
+
+
+@pytest.mark.parametrize("meanwhile", ["disable", "enroll again"])
+def test_a_confirmation_overtaken_by_a_change_of_the_secret_turns_nothing_on(
+    client: TestClient, owner: str, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """Between a confirmation's check of the code and its write, another request disabled
+    two-factor auth or enrolled a new secret: turning it on then would leave it on with no
+    secret, or with one the user's app does not have."""
+    auth = auth_of(client)
+    user_id = uuid.UUID(owner)
+    secret = auth.enroll_totp(user_id).secret
+    accept = auth._accept_totp
+
+    def overtaken(*args: Any, **kwargs: Any) -> bool:
+        accepted = accept(*args, **kwargs)
+        if meanwhile == "disable":
+            auth.disable_totp(user_id, password=None)
+        else:
+            auth.enroll_totp(user_id)
+        return accepted
+
+    monkeypatch.setattr(auth, "_accept_totp", overtaken)
+    with pytest.raises(Conflict, match="start again"):
+        auth.confirm_totp(user_id, pyotp.TOTP(secret).now())
+    assert auth.find_user(None).totp_enabled is False

@@ -822,14 +822,20 @@ class AuthService:
                     raise Conflict("two-factor authentication is already on")
                 if row.totp_secret is None:
                     raise Conflict("start with enrolling: there is no pending secret")
+                pending = row.totp_secret
             if not self._accept_totp(user_id, code, require_enabled=False):
                 attempt.failed()
                 raise InvalidInput("that code is not valid; check the clock of your device")
         self.throttle.succeeded(key)
         codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
         with self.db.write() as session:
-            row = session.get(UserRow, user_id)
-            assert row is not None
+            row = session.get(UserRow, user_id, with_for_update=True)
+            if row is None:
+                raise NotFound("user not found")
+            if row.totp_enabled or row.totp_secret != pending:
+                # Disabled, enrolled again or confirmed by another request meanwhile: turned
+                # on now, it could be on with no secret or one the user's app does not have.
+                raise Conflict("two-factor setup changed meanwhile: start again with enrolling")
             row.totp_enabled = True
             row.recovery_code_hashes = [hash_token(_normalize_code(c)) for c in codes]
         log.info("two-factor authentication turned on for user %s", user_id)
