@@ -6,6 +6,7 @@ listing without that one entry, never a 500."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +191,169 @@ def test_project_commands_the_server_may_not_search_are_left_out(
     agents = client.get(f"/api/sessions/{session}/agents")
     assert agents.status_code == 200, agents.text
     assert agents.json() == {"agents": [], "sources": {}}
+
+
+# -- names that are not UTF-8 -----------------------------------------------------------------
+#
+# A cloned repository or an agent run can create names of any bytes (`touch $'\xff'`). Such a
+# name cannot be shown in JSON, stored, or sent back in a request (a query string decodes
+# `%FF` to U+FFFD), so a listing leaves it out, and a path that leads to one is a 400.
+
+NOT_UTF8 = os.fsdecode(b"caf\xe9")  # Latin-1 bytes, as Python's os and git output decode them
+
+
+@pytest.fixture
+def not_utf8_names(root: Path) -> None:
+    """Skip where the filesystem itself refuses names that are not UTF-8 (macOS's APFS)."""
+    try:
+        (root / NOT_UTF8).mkdir()
+    except OSError as exc:
+        pytest.skip(f"the filesystem refuses names that are not UTF-8 ({exc.strerror})")
+    (root / NOT_UTF8).rmdir()
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_listings_leave_out_names_that_are_not_utf8(client: TestClient, root: Path) -> None:
+    init_repo(root / "good")
+    init_repo(root / NOT_UTF8)
+    (root / f"{NOT_UTF8}.txt").write_text("hello\n")
+    (root / "readme.txt").write_text("hello\n")
+    (root / "link").symlink_to(root / NOT_UTF8)  # a UTF-8 name, a target that is not
+
+    repositories = client.get("/api/repositories")
+    assert repositories.status_code == 200, repositories.text
+    assert [r["folderName"] for r in repositories.json()["repositories"]] == ["good"]
+
+    browse = client.get("/api/directories/browse", params={"includeFiles": "true"})
+    assert browse.status_code == 200, browse.text
+    assert [item["name"] for item in browse.json()["items"]] == ["good", "readme.txt"]
+
+    session = new_session(client, root)
+    files = client.get(f"/api/sessions/{session}/files")
+    assert files.status_code == 200, files.text
+    assert [item["name"] for item in files.json()["items"]] == ["good", "readme.txt"]
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_a_path_leading_to_a_name_that_is_not_utf8_is_a_400(client: TestClient, root: Path) -> None:
+    (root / NOT_UTF8).mkdir()
+    (root / NOT_UTF8 / "notes.txt").write_text("hello\n")
+    (root / "link").symlink_to(root / NOT_UTF8)
+    session = new_session(client, root)
+
+    browse = client.get("/api/directories/browse", params={"path": str(root / "link")})
+    assert_error(browse, 400, "INVALID_INPUT")
+    assert "not valid UTF-8" in error_of(browse)
+    for route, path in (("files", "link"), ("files/content", "link/notes.txt")):
+        response = client.get(f"/api/sessions/{session}/{route}", params={"path": path})
+        assert_error(response, 400, "INVALID_INPUT")
+        assert "not valid UTF-8" in error_of(response)
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_a_session_in_a_folder_whose_real_path_is_not_utf8_is_refused(
+    client: TestClient, root: Path
+) -> None:
+    (root / NOT_UTF8).mkdir()
+    (root / "link").symlink_to(root / NOT_UTF8)
+
+    response = client.post("/api/sessions", json={"projectPath": str(root / "link")})
+    assert_error(response, 400, "INVALID_INPUT")
+    assert "not valid UTF-8" in error_of(response)
+    # The folder named directly: JSON carries its byte as a lone surrogate (`\udce9`).
+    response = client.post(
+        "/api/sessions",
+        content=json.dumps({"projectPath": str(root / NOT_UTF8)}),
+        headers={"content-type": "application/json"},
+    )
+    assert_error(response, 400, "INVALID_INPUT")
+    assert client.get("/api/sessions").json()["total"] == 0
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_a_session_whose_folder_became_a_link_to_a_name_not_utf8_is_kept(
+    client: TestClient, root: Path
+) -> None:
+    project = root / "app"
+    project.mkdir()
+    session = new_session(client, project)
+    (root / NOT_UTF8).mkdir()
+    project.rmdir()
+    project.symlink_to(root / NOT_UTF8)
+
+    assert_error(client.get(f"/api/sessions/{session}/files"), 400, "INVALID_INPUT")
+    assert_error(client.get(f"/api/sessions/{session}/git/status"), 400, "INVALID_INPUT")
+    sessions = client.get("/api/sessions")
+    assert sessions.status_code == 200, sessions.text
+    assert [s["projectPath"] for s in sessions.json()["sessions"]] == [str(project)]
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_git_status_leaves_out_paths_that_are_not_utf8(client: TestClient, root: Path) -> None:
+    app = init_repo(root / "app")
+    (app / "readme.txt").write_text("hello\n")
+    git(app, "add", ".")
+    git(app, "commit", "-q", "-m", "init")
+    (app / f"{NOT_UTF8}.txt").write_text("untracked\n")
+    (app / "moved").mkdir()
+    git(app, "mv", "readme.txt", f"moved/{NOT_UTF8}.txt")  # a rename to a name not UTF-8
+    (app / "notes.txt").write_text("one\n")
+    git(app, "add", "notes.txt")
+    git(app, "checkout", "-q", "-b", NOT_UTF8)
+    session = new_session(client, app)
+
+    status = client.get(f"/api/sessions/{session}/git/status", params={"scope": "all"})
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert body["branch"] == "caf\ufffd"  # shown only, never sent back: made displayable
+    assert [(e["path"], e["change"]) for e in body["entries"]] == [("notes.txt", "added")]
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_git_status_keeps_a_rename_from_a_name_that_is_not_utf8(
+    client: TestClient, root: Path
+) -> None:
+    project = init_repo(root / "app")
+    (project / f"{NOT_UTF8}.txt").write_text("hello\n")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "init")
+    git(project, "mv", f"{NOT_UTF8}.txt", "cafe.txt")
+    session = new_session(client, project)
+
+    status = client.get(f"/api/sessions/{session}/git/status", params={"scope": "staged"})
+    assert status.status_code == 200, status.text
+    entries = status.json()["entries"]
+    assert [(e["path"], e["change"]) for e in entries] == [("cafe.txt", "renamed")]
+    assert "origPath" not in entries[0]
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_git_status_of_a_work_tree_that_is_not_utf8_is_a_400(
+    client: TestClient, root: Path
+) -> None:
+    project = init_repo(root / "app")
+    (root / NOT_UTF8).mkdir()
+    git(project, "config", "core.worktree", str(root / NOT_UTF8))
+    session = new_session(client, project)
+
+    status = client.get(f"/api/sessions/{session}/git/status")
+    assert_error(status, 400, "GIT_STATUS_ERROR")
+    assert "caf\\xe9' is not valid UTF-8" in error_of(status)
+
+
+@pytest.mark.usefixtures("not_utf8_names")
+def test_commands_and_agents_named_not_utf8_are_left_out(client: TestClient, root: Path) -> None:
+    project = root / "app"
+    for kind in ("commands", "agents"):
+        folder = project / ".claude" / kind
+        folder.mkdir(parents=True)
+        (folder / "review.md").write_text("Review the diff.\n")
+        (folder / f"{NOT_UTF8}.md").write_text("Unreachable.\n")
+    session = new_session(client, project)
+
+    commands = client.get(f"/api/sessions/{session}/commands")
+    assert commands.status_code == 200, commands.text
+    assert [c["name"] for c in commands.json()["commands"]] == ["review"]
+    agents = client.get(f"/api/sessions/{session}/agents")
+    assert agents.status_code == 200, agents.text
+    assert [a["name"] for a in agents.json()["agents"]] == ["review"]

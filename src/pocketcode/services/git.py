@@ -25,7 +25,7 @@ from pocketcode.domain.errors import (
     GitStatusError,
     PocketcodeError,
 )
-from pocketcode.services.paths import is_inside, normalise_relative_path
+from pocketcode.services.paths import is_inside, is_utf8, normalise_relative_path, shown_path
 from pocketcode.services.projects import (
     MAX_TEXT_FILE_BYTES,
     is_binary,
@@ -143,6 +143,8 @@ def open_repository(project: Path, error: type[GitError]) -> Repository:
     if len(lines) < 2:
         raise error("git did not name the repository root", 500)
     root = Path(os.path.realpath(lines[0]))
+    if not is_utf8(str(root)):  # `core.worktree` may name any folder
+        raise error(f"the repository's work tree '{shown_path(root)}' is not valid UTF-8")
     return Repository(Path(os.path.realpath(project)), root, lines[1])
 
 
@@ -226,7 +228,8 @@ def change_of(index: str, worktree: str, scope: Scope) -> Change:
 
 
 def parse_porcelain_v2(output: bytes, scope: Scope = "all") -> Status:
-    """`git status --porcelain=v2 --branch -z` as a Status (entries unfiltered)."""
+    """`git status --porcelain=v2 --branch -z` as a Status (entries unfiltered, their paths
+    not UTF-8 kept as lone surrogates)."""
     records = output.decode("utf-8", "surrogateescape").split("\0")
     status = Status(repo_root=Path())
     index = 0
@@ -238,7 +241,9 @@ def parse_porcelain_v2(output: bytes, scope: Scope = "all") -> Status:
         if record.startswith("# "):
             key, _, value = record[2:].partition(" ")
             if key == "branch.head" and value != "(detached)":
-                status.branch = value
+                # Only shown, never sent back (a ref a client sends is ASCII): its bytes that
+                # are not UTF-8 become U+FFFD, as in git's messages and diffs.
+                status.branch = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             elif key == "branch.ab":
                 ahead, _, behind = value.partition(" ")
                 status.ahead, status.behind = abs(int(ahead)), abs(int(behind))
@@ -339,8 +344,14 @@ def git_status(
         raise GitStatusError(str(exc), 503) from None
     status = parse_porcelain_v2(result.stdout, scope)
     status.repo_root = repo.root
-    status.entries = [e for e in status.entries if _in_scope(e, scope, include_untracked)]
+    # A path that is not UTF-8 could not be shown, nor sent back to /git/diff or /git/file:
+    # its entry is left out, and a rename from such a path keeps only its new path.
+    status.entries = [
+        e for e in status.entries if _in_scope(e, scope, include_untracked) and is_utf8(e.path)
+    ]
     for entry in status.entries:
+        if entry.orig_path is not None and not is_utf8(entry.orig_path):
+            entry.orig_path = None
         counts = (
             _count_lines(repo.root / entry.path) if entry.untracked else numstats.get(entry.path)
         )

@@ -12,11 +12,40 @@ from pocketcode.domain.errors import InvalidInput
 MAX_PATH_LENGTH = 4096
 
 
+def is_utf8(name: str) -> bool:
+    """Whether `name`, as `os` and our git wrapper decode names (undecodable bytes become lone
+    surrogates), was valid UTF-8: only such a name can be shown in JSON, stored, and sent back
+    by a client (a query string decodes `%FF` to U+FFFD, never to the byte)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path: str | Path) -> str:
+    """`path` for a message, each byte that is not UTF-8 written as `\\xNN`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def require_utf8(path: Path, raw: str, *, what: str) -> None:
+    """Refuse `path`, the real path `raw` resolved to, when it is not valid UTF-8 (a symlink
+    with a UTF-8 name can lead to a folder whose name is not): it could be neither stored nor
+    shown, and a client could not name anything inside it."""
+    if not is_utf8(str(path)):
+        raise InvalidInput(
+            f"{what} {raw!r} leads to '{shown_path(path)}', which is not valid UTF-8; "
+            "rename it to use it here"
+        )
+
+
 def _reject_bad_text(raw: str, what: str) -> None:
     if not raw or not raw.strip():
         raise InvalidInput(f"{what} is empty")
     if "\x00" in raw:
         raise InvalidInput(f"{what} contains a NUL byte")
+    if not is_utf8(raw):  # a JSON body may carry a lone surrogate (`"\udcff"`)
+        raise InvalidInput(f"{what} is not valid UTF-8 text")
     if len(raw) > MAX_PATH_LENGTH:
         raise InvalidInput(f"{what} is longer than {MAX_PATH_LENGTH} characters")
 
@@ -41,6 +70,7 @@ def resolve_inside_roots(raw: str, roots: Sequence[Path], *, what: str = "path")
 
 def resolve_project_dir(raw: str, roots: Sequence[Path]) -> Path:
     path = resolve_inside_roots(raw, roots, what="project path")
+    require_utf8(path, raw, what="project path")
     # os.path.isdir, not Path.is_dir: on Python 3.11 that raises for a name too long or a
     # folder the server may not search, which are a request's mistakes, not the server's.
     if not os.path.isdir(path):
@@ -76,4 +106,5 @@ def resolve_inside_dir(base: Path, raw: str | None, *, what: str = "file path") 
     resolved = Path(os.path.realpath(real_base / clean))
     if not is_inside(resolved, real_base):
         raise InvalidInput(f"{what} {raw!r} leads outside the project")
+    require_utf8(resolved, raw, what=what)
     return resolved

@@ -26,7 +26,13 @@ from pocketcode.domain.errors import (
     RepositoryListError,
 )
 from pocketcode.domain.timefmt import iso_z
-from pocketcode.services.paths import is_inside, resolve_inside_dir, resolve_inside_roots
+from pocketcode.services.paths import (
+    is_inside,
+    is_utf8,
+    require_utf8,
+    resolve_inside_dir,
+    resolve_inside_roots,
+)
 from pocketcode.services.sessions import claude_config_dir
 
 MAX_TEXT_FILE_BYTES = 1024 * 1024
@@ -72,16 +78,21 @@ class DirectoryItem:
 
 def _scan(directory: Path, roots: Sequence[Path], *, what: str) -> Iterator[os.DirEntry[str]]:
     """The entries of `directory` whose real target stays inside `roots` (a symlink leading
-    out is left out, not followed)."""
+    out is left out, not followed). An entry whose name or symlink target is not valid UTF-8
+    is left out too: it could not be shown, and a client could not send its path back."""
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     try:
         with os.scandir(directory) as entries:
             for count, entry in enumerate(entries):
                 if count >= MAX_DIRECTORY_ENTRIES:
                     break
+                if not is_utf8(entry.name):
+                    continue
                 if entry.is_symlink():
                     target = Path(os.path.realpath(entry.path))
-                    if not any(is_inside(target, root) for root in real_roots):
+                    if not is_utf8(str(target)) or not any(
+                        is_inside(target, root) for root in real_roots
+                    ):
                         continue
                 yield entry
     except FileNotFoundError:
@@ -146,9 +157,11 @@ def browse_directory(
 ) -> Listing:
     """One directory inside the roots (the projects directory when `raw` is empty), hidden
     entries included: the client decides what to show."""
-    directory = (
-        projects_directory(roots) if not raw else resolve_inside_roots(raw, roots, what="path")
-    )
+    if not raw:
+        directory = projects_directory(roots)
+    else:
+        directory = resolve_inside_roots(raw, roots, what="path")
+        require_utf8(directory, raw, what="path")
     items = [
         item
         for entry in _scan(directory, roots, what="path")
@@ -289,14 +302,15 @@ class Definition:
 
 def _markdown_files(folder: Path) -> Iterator[Path]:
     """`*.md` files under `folder`, at most `MAX_DEFINITION_DEPTH` folders deep, symlinked
-    folders not entered."""
+    folders not entered; a file whose name is not valid UTF-8 is left out (its name is the
+    command a client would type)."""
     for current, dirs, files in os.walk(folder):
         depth = len(Path(current).relative_to(folder).parts)
         if depth >= MAX_DEFINITION_DEPTH:
             dirs.clear()
         dirs.sort()
         for name in sorted(files):
-            if name.endswith(".md"):
+            if name.endswith(".md") and is_utf8(name):
                 yield Path(current) / name
 
 
