@@ -175,7 +175,16 @@ class Settings(BaseSettings):
     def _resolve_roots(cls, value: list[Path]) -> list[Path]:
         if not value:
             raise ValueError("at least one allowed project root is required")
-        return [root.expanduser().resolve() for root in value]
+        roots = [root.expanduser().resolve() for root in value]
+        for root in roots:
+            try:
+                str(root).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"the allowed root {os.fsencode(root)!r} is not valid UTF-8: its paths "
+                    "could not be shown or sent back by a client"
+                ) from None
+        return roots
 
     @field_validator(
         "allowed_hosts", "trusted_networks", "cors_origins", "forwarded_allow_ips", mode="before"

@@ -286,3 +286,21 @@ def test_config_show_masks_a_password_from_the_config_file(
         shown_values(out)["POCKETCODE_DATABASE_URL"]
         == "postgresql://team:***@db.example/pocketcode"
     )
+
+
+def test_an_allowed_root_that_is_not_utf8_is_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every listing and path of the API lies under a root: one whose real path is not UTF-8
+    could be neither shown nor sent back (a symlink with a UTF-8 name may lead there)."""
+    try:
+        os.mkdir(os.fsencode(tmp_path) + b"/caf\xe9")
+    except OSError:
+        pytest.skip("this filesystem refuses names that are not UTF-8")
+    (tmp_path / "link").symlink_to(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    monkeypatch.setenv("POCKETCODE_ALLOWED_ROOTS", str(tmp_path / "link"))
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert "is not valid UTF-8" in str(error.value) and "caf\\xe9" in str(error.value)
