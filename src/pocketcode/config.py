@@ -1,6 +1,7 @@
 """Configuration: `POCKETCODE_*` environment variables, then `<data dir>/config.toml`, then
-defaults. The data directory itself comes from the environment only (the config file lives
-inside it)."""
+defaults. The config file is found in the data directory the environment names (or the
+default one); a `data_dir` key inside it moves the data (database, key file), not the place
+the config file is read from."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from pocketcode.web.security import PUBLIC_PATHS, PUBLIC_PREFIXES
+from pocketcode.web.security import PUBLIC_PATHS, PUBLIC_PREFIXES, is_public
 from tests.security.conftest import MakeClient
 
 # (method, path template) that answer without credentials, and why.
@@ -99,3 +99,31 @@ def test_unknown_paths_do_not_reveal_what_exists(make_client: MakeClient) -> Non
     client = make_client()
     assert refuses(client, "GET", "/api/nothing-here")
     assert refuses(client, "GET", "/api/auth/status/../me")
+
+
+def test_the_schema_documents_what_the_security_middleware_answers(
+    make_client: MakeClient,
+) -> None:
+    """The middleware answers before any route: 400 for a Host it does not serve (every
+    operation), 401 without credentials (every private one), 403 for an unsafe request from
+    another site. And 422 only where FastAPI has something to refuse."""
+    app: FastAPI = make_client().app  # type: ignore[assignment]
+    missing = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            needed = {"400"} | ({"401"} if not is_public(path) else set())
+            if method.upper() in {"POST", "PUT", "PATCH", "DELETE"}:
+                needed.add("403")
+            if not needed <= documented:
+                missing.append((method, path, sorted(needed - documented)))
+    assert missing == []
+    operations = app.openapi()["paths"]
+    # Nothing to validate: a session id taken as it comes.
+    assert "422" not in operations["/api/sessions/{session_id}"]["get"]["responses"]
+    assert "422" not in operations["/api/auth/tokens/{token_id}"]["delete"]["responses"]
+    # A body, or a bounded query parameter: something to refuse.
+    assert "422" in operations["/api/sessions"]["post"]["responses"]
+    assert "422" in operations["/api/sessions"]["get"]["responses"]
+    headers = [p for p in operations["/api/events"]["get"]["parameters"] if p["in"] == "header"]
+    assert [p["name"] for p in headers] == ["Last-Event-ID"]

@@ -36,7 +36,7 @@ from pocketcode.services.jobs import MAX_PROMPT_CHARS
 from pocketcode.services.paths import MAX_PATH_LENGTH
 from pocketcode.services.projects import SourceType
 from pocketcode.services.sessions import TITLE_MAX_CHARS
-from pocketcode.web.security import is_public
+from pocketcode.web.security import UNSAFE_METHODS, is_public
 
 UNSTORABLE_TEXT = "text in the request must not contain NUL characters or lone surrogates"
 MAX_NESTING = 32
@@ -862,9 +862,11 @@ class AgentsOut(Out):
 
 
 def document_app_errors(app: FastAPI) -> None:
-    """Add to `app.openapi` the errors that come from the app, not from its routes: 401 on
-    every path that is not public (the security middleware) and the validation handler's 422
-    in the one error shape (FastAPI would document its own default body)."""
+    """Add to `app.openapi` the errors that come from the app, not from its routes: the
+    security middleware's (400 for a Host it does not serve, 401 on every path that is not
+    public, 403 for an unsafe request from another site) and the validation handler's 422 in
+    the one error shape (FastAPI would document its own default body), which only routes
+    with something to validate keep."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -875,6 +877,28 @@ def document_app_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _can_be_invalid(operation: dict[str, Any]) -> bool:
+    """Whether FastAPI's validation can refuse a request of `operation` (422): not when its
+    only inputs are strings it takes as they come (a path segment, an optional query or
+    header)."""
+    if "requestBody" in operation:
+        return True
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        kinds = [option.get("type") for option in schema.get("anyOf", [schema])]
+        plain = set(kinds) <= {"string", "null"} and not (
+            {"minLength", "maxLength", "pattern", "enum", "format"} & set(schema)
+            or any(
+                {"minLength", "maxLength", "pattern", "enum", "format"} & set(option)
+                for option in schema.get("anyOf", [])
+            )
+        )
+        optional = parameter.get("in") == "path" or not parameter.get("required", False)
+        if not (plain and optional):
+            return True
+    return False
+
+
 def _add_app_errors(schema: dict[str, Any]) -> None:
     def error(description: str) -> dict[str, Any]:
         body = {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
@@ -883,13 +907,24 @@ def _add_app_errors(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["ErrorBody"] = ErrorBody.model_json_schema()
     for path, operations in schema.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if "422" in responses:
-                responses["422"] = error("The request is not valid")
+                if _can_be_invalid(operation):
+                    responses["422"] = error("The request is not valid")
+                else:
+                    del responses["422"]
             if "requestBody" in operation:  # `Body` refuses NUL characters with 400
                 responses.setdefault("400", error("Invalid input"))
+            responses.setdefault(
+                "400", error("Invalid input, or a Host this server does not serve")
+            )
             if not is_public(path):
                 responses.setdefault("401", error("Authentication required"))
+            if method.upper() in UNSAFE_METHODS:
+                responses.setdefault(
+                    "403",
+                    error("From another site (Origin), or with a session cookie and no Origin"),
+                )
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -17,6 +18,7 @@ from pocketcode.services.auth import NewLogin
 from pocketcode.web.app import AppState
 from pocketcode.web.deps import Account, Auth, Me, State, client_ip, optional_principal
 from pocketcode.web.schemas import (
+    ErrorBody,
     LoginIn,
     LoginOut,
     MeOut,
@@ -56,6 +58,12 @@ def _set_session_cookie(
         httponly=True,
         samesite="strict",
     )
+
+
+# These routes check a password from the body as well as the caller's credentials.
+_WRONG_PASSWORD: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Not logged in, or the password sent is wrong"}
+}
 
 
 @router.get("/status", summary="Whether setup is needed and whether this client is logged in")
@@ -132,7 +140,7 @@ def me(principal: Me, auth: Auth) -> MeOut:
 @router.post(
     "/password",
     summary="Change the password; other login sessions are revoked",
-    responses=errors(400, 403, 429),
+    responses={**errors(400, 403, 429), **_WRONG_PASSWORD},
 )
 def change_password(
     body: PasswordIn, request: Request, principal: Account, auth: Auth
@@ -173,7 +181,7 @@ def totp_confirm(
     "/totp/disable",
     status_code=204,
     summary="Turn two-factor auth off",
-    responses=errors(400, 403, 429),
+    responses={**errors(400, 403, 429), **_WRONG_PASSWORD},
 )
 def totp_disable(body: TotpDisableIn, request: Request, principal: Account, auth: Auth) -> Response:
     auth.disable_totp(principal.user_id, password=body.password, ip=client_ip(request))

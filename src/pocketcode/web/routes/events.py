@@ -42,7 +42,15 @@ Cursor = Annotated[
     str | None,
     Query(description="Resume after this cursor (a message seq) on a first connection."),
 ]
-LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The `id:` of the last event received, which an EventSource sends when it "
+        "reconnects: the stream replays what came after it. Wins over `after`; an unreadable "
+        "one is answered with a `resync` event.",
+    ),
+]
 Options = Annotated[StreamOptions, Depends(stream_options)]
 
 
@@ -76,7 +84,10 @@ async def all_events(
     request: Request,
     options: Options,
     after: Annotated[
-        str | None, Query(description="Resume after this cursor on a first connection.")
+        str | None,
+        Query(
+            description="Resume after this cursor (an `id:` of this stream) on a first connection."
+        ),
     ] = None,
     last_event_id: LastEventId = None,
 ) -> EventStreamResponse:

@@ -172,7 +172,7 @@ def _flag(raw: str | None, default: bool) -> bool:
     summary="Git status of the project",
     response_model=GitStatusOut,
     response_model_exclude_unset=True,
-    responses=errors(400, 403, 404),
+    responses=errors(400, 403, 404, 503),
 )
 def git_status(
     state: State,
@@ -218,7 +218,7 @@ def git_status(
     summary="Unified diff of one path",
     response_model=GitDiffOut,
     response_model_exclude_unset=True,
-    responses=errors(400, 403, 404),
+    responses=errors(400, 403, 404, 503),
 )
 def git_diff(
     state: State,
@@ -241,7 +241,7 @@ def git_diff(
     "/api/sessions/{session_id}/git/file",
     summary="A file at WORKING, INDEX or a ref",
     response_model=GitFileOut,
-    responses=errors(400, 403, 404),
+    responses=errors(400, 403, 404, 413, 503),
 )
 def git_file(
     state: State,
@@ -276,7 +276,7 @@ def _sources(found: projects.DefinitionSources, kind: str) -> dict[str, str]:
 _COMMANDS: Responses = {
     "response_model": CommandsOut,
     "response_model_exclude_unset": True,
-    "responses": errors(403, 404),
+    "responses": errors(400, 403, 404),
 }
 
 
@@ -301,7 +301,7 @@ def list_commands(
 _AGENTS: Responses = {
     "response_model": AgentsOut,
     "response_model_exclude_unset": True,
-    "responses": errors(403, 404),
+    "responses": errors(400, 403, 404),
 }
 
 
