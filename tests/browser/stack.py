@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketcode.cli.serve import SETUP_URL_FILE
 from pocketcode.devtools.fake_model import FakeModelServer
 from tests.e2e.server_process import ServerProcess, server_env
 
@@ -74,10 +75,10 @@ def start_browser_stack(root: Path, extra_env: dict[str, str] | None = None) -> 
         del env["POCKETCODE_DATABASE_URL"]  # SQLite in the data dir
         env["POCKETCODE_LOG_LEVEL"] = "warning"
         env.update(extra_env or {})
-        env["COLUMNS"] = "1000"  # the setup link on one line of the log
+        env["COLUMNS"] = "1000"  # the setup file's path on one line of the log
         server = ServerProcess.start(env, root / "server.log", timeout=60)
         try:
-            token = printed_setup_token(root / "server.log")
+            token = printed_setup_token(root / "server.log", Path(env["POCKETCODE_DATA_DIR"]))
         except BaseException:
             server.stop()
             raise
@@ -87,15 +88,18 @@ def start_browser_stack(root: Path, extra_env: dict[str, str] | None = None) -> 
     return BrowserStack(root, model, server, project, env, token)
 
 
-def printed_setup_token(log: Path, timeout: float = 10) -> str:
-    """The token of the `/#token=…` link `serve` prints when there is no account yet."""
+def printed_setup_token(log: Path, data_dir: Path, timeout: float = 10) -> str:
+    """The token of the `/#token=…` link `serve` offers when there is no account yet: its
+    output is a file here, not a terminal, so the link is in `<data dir>/setup-url`, and the
+    log says only where."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.search(r"#token=([A-Za-z0-9_-]+)", log.read_text())
-        if found:
+        if SETUP_URL_FILE in log.read_text():
+            found = re.search(r"#token=([A-Za-z0-9_-]+)", (data_dir / SETUP_URL_FILE).read_text())
+            assert found is not None and found.group(1) not in log.read_text()
             return found.group(1)
         time.sleep(0.05)
-    raise AssertionError(f"no setup link in the server log: {log.read_text()[-2000:]}")
+    raise AssertionError(f"no setup link offered in the server log: {log.read_text()[-2000:]}")
 
 
 if __name__ == "__main__":  # a demo server to look at by hand: python -m tests.browser.stack

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -68,26 +70,52 @@ def serve(
         url = server_url(settings.host, settings.port)
         # First run: a one-time token lets the browser create the owner account. It goes in the
         # URL fragment, which browsers never send, so it reaches no request line or log; the
-        # web client posts it in a request body. Printed to this terminal only, never logged.
+        # web client posts it in a request body.
         setup_token = secrets.token_urlsafe(32) if count_users(db) == 0 else None
+        setup_file = settings.data_dir / SETUP_URL_FILE
 
         def announce() -> None:
             console.print(f"pocketcode is running at [bold]{url}[/]")
             if setup_token is not None:
-                console.print(
-                    f"no account yet: open [bold]{url}#token={setup_token}[/] to create the "
-                    "owner account (or run `pocketcode user create`)"
-                )
+                offer_setup(f"{url}#token={setup_token}", setup_file)
             console.print(
                 f"database: {mask_url_password(settings.effective_database_url)}", style="dim"
             )
 
-        run_server(
-            create_app(settings, db, setup_token=setup_token), settings, on_listening=announce
-        )
+        try:
+            run_server(
+                create_app(settings, db, setup_token=setup_token), settings, on_listening=announce
+            )
+        finally:
+            setup_file.unlink(missing_ok=True)  # its token dies with this server
     finally:
         db.dispose()
     console.print("pocketcode stopped")
+
+
+# Where `serve` leaves the setup URL when its output is not a terminal.
+SETUP_URL_FILE = "setup-url"
+
+
+def offer_setup(link: str, file: Path) -> None:
+    """Show the one-time setup link on the terminal. When the output is not a terminal (a
+    service manager's journal, a redirect to a file: a log), the link goes to `file`, readable
+    by this user only, and the output only says where it is."""
+    if console.file.isatty():
+        console.print(
+            f"no account yet: open [bold]{link}[/] to create the owner account "
+            "(or run `pocketcode user create`)"
+        )
+        return
+    file.unlink(missing_ok=True)  # created anew: a file left there keeps its own mode
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(link + "\n")
+    console.print(
+        f"no account yet: the one-time link to create the owner account is in {file} (not "
+        "printed: this output is not a terminal and may be kept in a log); or run "
+        "`pocketcode user create`"
+    )
 
 
 def run_server(app: FastAPI, settings: Settings, *, on_listening: Callable[[], None]) -> None:
