@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pocketcode.db.engine import Database, create_db_engine
 from pocketcode.devtools.fake_model import claude_cli_env, text, tool_use
+from pocketcode.domain.states import JobStatus
+from pocketcode.services.jobs import JobService
+from pocketcode.services.sessions import SessionService
 from tests.e2e.conftest import StartFakeModel
 
 
@@ -82,3 +86,27 @@ def test_a_project_outside_the_roots_is_refused(tmp_path: Path, fake_model: Star
     assert done.returncode == 1
     assert "outside the allowed project roots" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_leaves_the_prompts_of_other_sessions_alone(
+    tmp_path: Path, fake_model: StartFakeModel
+) -> None:
+    """A prompt the server's users queued in another session is the server's to run:
+    `pocketcode run` claimed it too, and cancelled it when it exited."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    server = fake_model(text("First answer."), text("Second answer."), text("Never asked."))
+    assert _run(tmp_path, server.base_url, "--project", str(first), "one").returncode == 0
+    db = Database(create_db_engine(f"sqlite:///{tmp_path / 'data' / 'pocketcode.db'}"))
+    try:
+        [queued_in] = SessionService(db, [tmp_path]).list_sessions()[0]
+        waiting = JobService(db).enqueue(queued_in.id, "queued from the web")[0]
+
+        done = _run(tmp_path, server.base_url, "--project", str(second), "two")
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Second answer." in done.stdout
+        assert JobService(db).get(waiting.id).status is JobStatus.PENDING
+    finally:
+        db.dispose()

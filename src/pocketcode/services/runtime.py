@@ -70,6 +70,9 @@ class Runtime:
             max_concurrent_runs=settings.max_concurrent_runs,
             worker_id=worker_id,
             agent_env=lambda: agent_credentials(db, keyring),
+            # `pocketcode run` claims its own session's prompts only: another's, queued by the
+            # server's users, is the server's to run (and would be cancelled when run exits).
+            only_sessions=only_sessions,
         )
         if claim_jobs:
             await runs.start()
