@@ -15,6 +15,7 @@ from pocketcode.db.engine import Database
 from pocketcode.db.tables import PermissionRequestRow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
 from pocketcode.domain.states import PermissionStatus
+from pocketcode.services.jobs import JobService
 from pocketcode.services.permissions import Answer, PermissionEvent, PermissionService
 from pocketcode.services.sessions import SessionService
 
@@ -178,7 +179,50 @@ async def test_pending_requests_expire_at_startup(db: Database, session_id: uuid
     service = PermissionService(db, timeout=30)
     task = asyncio.ensure_future(_ask(service, session_id, []))
     await _first_pending(service)
-    assert service.expire_all_pending("restarted") == 1
+    assert service.expire_pending_without_run("restarted") == 1
     with anyio.fail_after(3):
         decision = await task
     assert decision.allow is False
+
+
+async def test_startup_leaves_the_requests_of_live_runs_pending(
+    db: Database, session_id: uuid.UUID, tmp_path: Path
+) -> None:
+    """Another server (or `pocketcode run`) starting must not deny a tool a live run waits
+    on: only requests whose job no longer runs are expired."""
+    jobs = JobService(db)
+    live = jobs.enqueue(session_id, "still running elsewhere")[0]
+    assert jobs.claim_next("another-server:1:1") is not None
+    project = tmp_path / "other"
+    project.mkdir()
+    ended_session = SessionService(db, [tmp_path]).create(str(project)).id
+    ended = jobs.enqueue(ended_session, "its server died")[0]
+    jobs.claim_next("dead-server:2:2")
+    jobs.interrupt_processing({"dead-server:2:2"}, "the server stopped")
+    service = PermissionService(db, timeout=30)
+    asked: list[PermissionEvent] = []
+    both_asked = asyncio.Event()
+
+    async def publish(event: PermissionEvent) -> None:
+        asked.append(event)
+        if len(asked) == 2:
+            both_asked.set()
+
+    live_decision, ended_decision = (
+        asyncio.ensure_future(
+            service.request(sid, job.id, "Write", {"file_path": "a"}, f"toolu_{n}", publish=publish)
+        )
+        for n, (sid, job) in enumerate(((session_id, live), (ended_session, ended)))
+    )
+    with anyio.fail_after(5):
+        await both_asked.wait()
+
+    assert service.expire_pending_without_run("restarted") == 1
+
+    with anyio.fail_after(3):
+        assert (await ended_decision).allow is False
+    [still] = service.pending(session_id)
+    assert still.job_id == live.id
+    service.answer(still.id, Answer.ALLOW)
+    with anyio.fail_after(3):
+        assert (await live_decision).allow is True

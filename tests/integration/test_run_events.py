@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from pocketcode.agents.base import AgentEvent, EventKind, RunOutcome, RunRequest, RunStatus
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import JobRow, SessionRow
+from pocketcode.db.types import utcnow
+from pocketcode.domain.errors import Conflict
 from pocketcode.domain.states import JobStatus, ProcessStatus
 from pocketcode.services.events import Event, EventBus
 from pocketcode.services.jobs import JobService
@@ -273,3 +275,98 @@ async def test_a_run_starts_on_a_session_an_ended_run_left_streaming(
     assert statuses == [JobStatus.COMPLETED]
     row = sessions.get(session_id)
     assert (row.is_working, row.process_status) == (False, ProcessStatus.COMPLETED)
+
+
+async def _one_run_racing(
+    db: Database, session_id: uuid.UUID, runner: OutcomeRunner, race: Callable[[RunManager], None]
+) -> list[Event]:
+    """Run one prompt with `race(manager)` happening between its claim and its start (just
+    before `_prepare`, or for a cancel just after it); the events of the session."""
+    bus = EventBus(db)
+    await bus.start()
+    manager = RunManager(db, bus, runner, poll_interval=0.01)
+    prepare = manager._prepare
+
+    def raced(job: JobRow) -> Any:
+        race(manager)
+        return prepare(job)
+
+    manager._prepare = raced  # type: ignore[method-assign]
+    seen: list[Event] = []
+    try:
+        with bus.subscribe(session_id) as events:
+            await manager.submit(session_id, "prompt")
+            await manager.start()
+            async with asyncio.timeout(20):
+                async for event in events:
+                    seen.append(event)
+                    if event.type == "done":
+                        break
+    finally:
+        await manager.stop()
+        await bus.stop()
+    return seen
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_session_deleted_between_claim_and_start_ends_its_job(
+    db: Database, tmp_path: Path, anyio_backend: str
+) -> None:
+    """The claim does not lock the session row (PostgreSQL), so a delete can land between the
+    claim and the run's start. The job must end (cancelled), not stay processing for good."""
+    project = tmp_path / "project"
+    project.mkdir()
+    sessions = SessionService(db, [tmp_path])
+    session_id = sessions.create(str(project)).id
+    runner = OutcomeRunner(RunOutcome(RunStatus.COMPLETED, None))
+
+    def delete(_manager: RunManager) -> None:
+        with db.write() as session:  # what a delete that won the race wrote
+            session.execute(
+                sa.update(SessionRow).where(SessionRow.id == session_id).values(deleted_at=utcnow())
+            )
+
+    seen = await _one_run_racing(db, session_id, runner, delete)
+
+    assert seen[-1].data["status"] == "cancelled"
+    assert runner.outcomes  # never started
+    with db.read() as session:
+        [job] = session.scalars(sa.select(JobRow).where(JobRow.session_id == session_id)).all()
+    assert job.status is JobStatus.CANCELLED
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cancel_between_claim_and_start_stops_the_run_before_it_starts(
+    db: Database, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Before the runner knows of a run, its `cancel` finds nothing to stop: the run manager
+    itself must not start a run cancelled meanwhile (it ran to the end, answered 204)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    session_id = SessionService(db, [tmp_path]).create(str(project)).id
+    runner = OutcomeRunner(RunOutcome(RunStatus.COMPLETED, None, num_turns=1))
+
+    def cancel(manager: RunManager) -> None:
+        for active in manager._active.values():
+            active.cancel_requested = True  # what cancel_job sets before calling the runner
+
+    seen = await _one_run_racing(db, session_id, runner, cancel)
+
+    assert seen[-1].data["status"] == "cancelled"
+    assert runner.outcomes  # never started
+    row = SessionService(db, []).get(session_id)
+    assert (row.is_working, row.process_status) == (False, ProcessStatus.CANCELLED)
+
+
+def test_a_session_with_a_claimed_job_cannot_be_deleted(db: Database, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    sessions = SessionService(db, [tmp_path])
+    session_id = sessions.create(str(project)).id
+    JobService(db).enqueue(session_id, "claimed, not started")
+    assert JobService(db).claim_next("worker:1:1") is not None
+    with pytest.raises(Conflict, match="running"):
+        sessions.delete(session_id)
+    assert sessions.get(session_id).deleted_at is None

@@ -228,3 +228,18 @@ async def test_a_run_that_loses_its_claim_stops_and_releases_the_session(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_recovery_of_a_run_whose_session_was_deleted_does_not_stop_the_start(
+    db: Database, crashed: tuple[uuid.UUID, uuid.UUID, Path]
+) -> None:
+    """A deleted session's run left processing (a delete that won a race with the claim, on a
+    server that then died): the next start-up interrupts it, and starts."""
+    session_id, job_id, _ = crashed
+    with db.write() as s:
+        s.execute(
+            sa.update(SessionRow).where(SessionRow.id == session_id).values(deleted_at=utcnow())
+        )
+    manager = RunManager(db, EventBus(db), IdleRunner(), worker_id=make_worker_id())  # type: ignore[arg-type]
+    manager.recover_sync()
+    assert JobService(db).get(job_id).status is JobStatus.INTERRUPTED

@@ -21,11 +21,11 @@ import sqlalchemy as sa
 
 from pocketcode.agents.base import PermissionDecision
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import PermissionRequestRow, SessionRow
+from pocketcode.db.tables import JobRow, PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.errors import Conflict, InvalidInput, NotFound
 from pocketcode.domain.ids import parse_id
-from pocketcode.domain.states import PermissionStatus
+from pocketcode.domain.states import JobStatus, PermissionStatus
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.sessions import load_session
 
@@ -240,12 +240,21 @@ class PermissionService:
             )
         return bool(tools) and tool_name in (tools or [])
 
-    def expire_all_pending(self, reason: str) -> int:
-        """At start-up: no run is waiting any more for what was pending."""
+    def expire_pending_without_run(self, reason: str) -> int:
+        """At start-up, after the runs of dead servers were interrupted: expire the pending
+        requests no run waits for any more. A request of a job still processing belongs to a
+        live run (another server on PostgreSQL, or `pocketcode run` beside a server) and stays."""
+        running = sa.select(JobRow.id).where(JobRow.status == JobStatus.PROCESSING)
         with self.db.write() as session:
             result = session.execute(
                 sa.update(PermissionRequestRow)
-                .where(PermissionRequestRow.status == PermissionStatus.PENDING)
+                .where(
+                    PermissionRequestRow.status == PermissionStatus.PENDING,
+                    sa.or_(
+                        PermissionRequestRow.job_id.is_(None),
+                        PermissionRequestRow.job_id.not_in(running),
+                    ),
+                )
                 .values(status=PermissionStatus.EXPIRED, decided_at=utcnow(), reason=reason)
             )
         return int(result.rowcount)  # type: ignore[attr-defined]

@@ -49,7 +49,7 @@ from pocketcode.agents.processes import (
 from pocketcode.db.engine import Database
 from pocketcode.db.tables import JobRow, MessageRow, PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
-from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition
+from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from pocketcode.domain.states import (
     ACTIVE_PROCESS_STATUSES,
     JobStatus,
@@ -279,6 +279,8 @@ def _provider_id_taken(session: Session, row: SessionRow, provider_session_id: s
     )
 
 
+# Tries at recording a run's end (0.3, 0.6, 1.2, 2.4, 4.8 s apart).
+_RECORD_ATTEMPTS = 6
 _PROCESS_STATUS_AFTER = {
     RunStatus.COMPLETED: ProcessStatus.COMPLETED,
     RunStatus.FAILED: ProcessStatus.FAILED,
@@ -446,16 +448,7 @@ class RunManager:
         heartbeat = asyncio.create_task(self._heartbeat(job.id))
         writer = _RunWriter(self._writer, session_id)
         try:
-            request, state, queue = await anyio.to_thread.run_sync(self._prepare, job)
-            await self.bus.publish(state)
-            await self.bus.publish(queue)
-            outcome = await self.runner.run(
-                request,
-                lambda event: self._on_event(job, request, writer, event),
-                lambda name, tool_input, tool_use_id: self._ask(
-                    job, writer, name, tool_input, tool_use_id
-                ),
-            )
+            outcome = await self._start_and_run(job, writer)
         except Exception as exc:
             log.exception("run %s of session %s failed", job.id, session_id)
             outcome = RunOutcome(
@@ -482,6 +475,29 @@ class RunManager:
             await self._finish(job, outcome)
         except Exception:
             log.exception("recording the end of run %s failed", job.id)
+
+    async def _start_and_run(self, job: JobRow, writer: _RunWriter) -> RunOutcome:
+        try:
+            request, state, queue = await anyio.to_thread.run_sync(self._prepare, job)
+        except NotFound:
+            # Deleted between the claim and the start (the claim does not lock the session
+            # row): nothing to run, and the job still ends.
+            log.info("session %s was deleted before run %s started", job.session_id, job.id)
+            return RunOutcome(RunStatus.CANCELLED, None)
+        await self.bus.publish(state)
+        await self.bus.publish(queue)
+        active = self._active.get(job.id)
+        if active is not None and active.cancel_requested:
+            # Cancelled between the claim and now, before the runner knew of the run (its
+            # `cancel` finds nothing to stop until `run` registers it, synchronously below).
+            return RunOutcome(RunStatus.CANCELLED, None)
+        return await self.runner.run(
+            request,
+            lambda event: self._on_event(job, request, writer, event),
+            lambda name, tool_input, tool_use_id: self._ask(
+                job, writer, name, tool_input, tool_use_id
+            ),
+        )
 
     def _prepare(self, job: JobRow) -> tuple[RunRequest, Event, Event]:
         """Mark the session starting and build the runner's request, with the session's
@@ -630,28 +646,45 @@ class RunManager:
 
     async def _finish(self, job: JobRow, outcome: RunOutcome) -> None:
         session_id = job.session_id
+        closing: NewMessage | None = None
         if outcome.status is RunStatus.FAILED:
-            await self._store(
-                session_id,
-                NewMessage(
-                    MessageType.ERROR,
-                    outcome.error or "The run failed.",
-                    subtype=outcome.error_code or "failed",
-                    job_id=job.id,
-                ),
+            closing = NewMessage(
+                MessageType.ERROR,
+                outcome.error or "The run failed.",
+                subtype=outcome.error_code or "failed",
+                job_id=job.id,
             )
         elif outcome.status is RunStatus.CANCELLED:
-            await self._store(
-                session_id,
-                NewMessage(MessageType.SYSTEM, "Cancelled.", subtype="cancelled", job_id=job.id),
+            closing = NewMessage(
+                MessageType.SYSTEM, "Cancelled.", subtype="cancelled", job_id=job.id
             )
-        state, queue = await anyio.to_thread.run_sync(self._record_outcome, job, outcome)
+        if closing is not None:
+            # A session deleted meanwhile has nowhere to say it; the job still ends.
+            with contextlib.suppress(NotFound):
+                await self._store(session_id, closing)
+        state, queue = await self._record_outcome_retrying(job, outcome)
         if state is not None:
             await self.bus.publish(state)
         await self.bus.publish(queue)
         await self.bus.publish(
             Event(session_id, "done", None, {"jobId": str(job.id), "status": outcome.status.value})
         )
+
+    async def _record_outcome_retrying(
+        self, job: JobRow, outcome: RunOutcome
+    ) -> tuple[Event | None, Event]:
+        """`_record_outcome`, tried again a few times over about ten seconds if the database
+        fails: unrecorded, the job would stay processing and its session working until the
+        next start-up."""
+        for attempt in range(_RECORD_ATTEMPTS):
+            try:
+                return await anyio.to_thread.run_sync(self._record_outcome, job, outcome)
+            except sa.exc.SQLAlchemyError:
+                if attempt == _RECORD_ATTEMPTS - 1:
+                    raise
+                log.warning("recording the end of run %s failed; trying again", job.id)
+                await asyncio.sleep(0.3 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _record_outcome(self, job: JobRow, outcome: RunOutcome) -> tuple[Event | None, Event]:
         """Record a run's end: the job finished with its usage and cost, the session's totals
@@ -766,14 +799,19 @@ class RunManager:
         for job in interrupted:
             self._recover_session(job)
         self._reset_idle_sessions()
-        self.permissions.expire_all_pending("the run waiting for this answer was interrupted")
+        self.permissions.expire_pending_without_run(
+            "the run waiting for this answer was interrupted"
+        )
 
     def _reap_orphans(self, interrupted: list[JobRow]) -> None:
         """Kill agent processes whose server is dead: the ones recorded on an interrupted
         run's session (pid + start time), and every process carrying the instance marker of a
         server process of this host that no longer exists (tool commands included)."""
         for job in interrupted:
-            row = self.sessions.get(job.session_id)
+            with self.db.read() as session:
+                row = session.get(SessionRow, job.session_id)  # deleted ones too: their process
+            if row is None:
+                continue
             pid, started = row.process_pid, row.process_create_time
             if pid and started and is_same_process(pid, started):
                 kill_process_group(pid, 2.0, create_time=started)
@@ -791,7 +829,10 @@ class RunManager:
                 log.warning("killed %d process(es) left by dead server %s", len(reaped), owner)
 
     def _recover_session(self, job: JobRow) -> None:
-        row = self.sessions.get(job.session_id)
+        try:
+            row = self.sessions.get(job.session_id)
+        except NotFound:
+            return  # deleted: no one will read what the run left
         if row.claude_directory_path and row.provider_session_id and job.claimed_at:
             transcript = Path(row.claude_directory_path) / f"{row.provider_session_id}.jsonl"
             missed = run_messages_since(transcript, job.claimed_at - timedelta(seconds=1))

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from pocketcode.db.engine import Database
-from pocketcode.db.tables import CONTEXT_MAX_CHARS, PermissionRequestRow, SessionRow
+from pocketcode.db.tables import CONTEXT_MAX_CHARS, JobRow, PermissionRequestRow, SessionRow
 from pocketcode.db.types import utcnow
 from pocketcode.domain.claude_paths import encode_project_dir_name
 from pocketcode.domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
@@ -187,6 +187,18 @@ def load_session(
     if row is None:
         raise NotFound(f"session {session_id} not found")
     return row
+
+
+def _has_processing_job(session: Session, session_id: uuid.UUID) -> bool:
+    return bool(
+        session.scalar(
+            sa.select(
+                sa.exists().where(
+                    JobRow.session_id == session_id, JobRow.status == JobStatus.PROCESSING
+                )
+            )
+        )
+    )
 
 
 def move_process_in(row: SessionRow, target: ProcessStatus, **values: Any) -> None:
@@ -392,10 +404,11 @@ class SessionService:
             self.touch(row.id)
 
     def delete(self, session_id: uuid.UUID | str) -> None:
-        """Soft delete, as PokéCode's DELETE did; refused while a run is active."""
+        """Soft delete, as PokéCode's DELETE did; refused while a run is active, also one
+        claimed and not yet started (its job is processing before the session is working)."""
         with self.db.write() as session:
             row = load_session(session, session_id, lock=True)
-            if row.is_working:
+            if row.is_working or _has_processing_job(session, row.id):
                 raise Conflict("the session is running; cancel it before deleting")
             row.deleted_at = utcnow()
             row.status = LifecycleStatus.INACTIVE
