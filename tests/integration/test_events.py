@@ -27,6 +27,7 @@ from pocketcode.services.events import (
     EventBus,
     Subscription,
     message_event,
+    resync_event,
 )
 from pocketcode.services.jobs import JobService
 from pocketcode.services.messages import MessageService, NewMessage
@@ -152,6 +153,34 @@ def test_a_slow_subscriber_gets_one_resync_and_never_blocks_the_publisher(db: Da
     _run(scenario)
 
 
+def test_a_resync_of_one_session_makes_the_every_session_subscriber_replay_all(
+    db: Database,
+) -> None:
+    """After a marker, a subscriber drops every event until it has read it: for a subscriber
+    of every session, a marker about one session (a remote event too large for NOTIFY) must
+    ask it to replay every session, or another session's message arriving meanwhile is lost."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+
+    async def scenario() -> None:
+        bus = EventBus(db)
+        await bus.start()
+        with bus.subscribe() as everything, bus.subscribe(first) as one:
+            bus._deliver(resync_event(first, "oversize"))
+            bus._deliver(Event(second, "message", 7, {}))  # dropped: the marker is unread
+            marker = await _next(everything)
+            assert (marker.type, marker.session_id, marker.data) == (
+                "resync",
+                ALL_SESSIONS,
+                {"reason": "oversize"},
+            )
+            assert everything.dropped == 1
+            # A subscriber of the session itself keeps the session's marker.
+            assert (await _next(one)).session_id == first
+        await bus.stop()
+
+    _run(scenario)
+
+
 def test_wait_for_jobs_wakes_up_at_once(db: Database) -> None:
     async def scenario() -> None:
         bus = EventBus(db)
@@ -246,7 +275,9 @@ def test_two_buses_share_events_and_large_events_become_a_resync(
             await here.publish(Event(session_id, "permission", None, huge))
             assert (await _next(local)).data == huge
             marker = await _next(remote)
-            assert (marker.type, marker.session_id) == ("resync", session_id)
+            # A subscriber of every session replays every session (see the test above).
+            assert (marker.type, marker.session_id) == ("resync", ALL_SESSIONS)
+            assert marker.data == {"reason": "oversize"}
 
             row = MessageService(db).append(session_id, NewMessage(MessageType.USER, "é" * 9000))
             await here.publish(message_event(row))

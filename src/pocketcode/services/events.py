@@ -193,6 +193,10 @@ class Subscription:
             return
         if event.type == RESYNC:
             self._marker_pending = True
+            if self.session_id is None and event.session_id != ALL_SESSIONS:
+                # Everything after the marker is dropped until it is read, other sessions'
+                # events too: replaying only its session would lose theirs.
+                event = resync_event(ALL_SESSIONS, event.data.get("reason", "resync"))
         elif len(self._events) >= self.max_queue:
             self._marker_pending = True
             self.dropped += 1
