@@ -271,6 +271,14 @@ def test_two_buses_share_events_and_large_events_become_a_resync(
             assert (await _next(local)).data == {"isWorking": True}
             assert (await _next(remote)).data == {"isWorking": True}
 
+            # Identical events sent together (one batch, one transaction, where PostgreSQL
+            # folds identical notifications into one): each arrives.
+            for _ in range(3):
+                await here.publish(Event(session_id, "delta", None, {"text": "\n"}))
+            for _ in range(3):
+                assert (await _next(remote)).data == {"text": "\n"}
+                assert (await _next(local)).data == {"text": "\n"}
+
             huge = {"text": "x" * MAX_NOTIFY_BYTES}
             await here.publish(Event(session_id, "permission", None, huge))
             assert (await _next(local)).data == huge

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import uuid
@@ -294,6 +295,9 @@ class EventBus:
     ) -> None:
         self.db = db
         self.origin = uuid.uuid4().hex
+        # Numbers this process's notifications: PostgreSQL delivers identical payloads sent in
+        # one transaction (a batch of the send loop) once, and two deltas can be identical.
+        self._numbers = itertools.count()
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self._by_session: dict[uuid.UUID, set[Subscription]] = {}
@@ -375,6 +379,7 @@ class EventBus:
     def _encode(self, event: Event) -> str:
         head: dict[str, Any] = {
             "origin": self.origin,
+            "n": next(self._numbers),
             "session_id": str(event.session_id),
             "type": event.type,
             "seq": event.seq,
