@@ -243,3 +243,25 @@ def test_recovery_of_a_run_whose_session_was_deleted_does_not_stop_the_start(
     manager = RunManager(db, EventBus(db), IdleRunner(), worker_id=make_worker_id())  # type: ignore[arg-type]
     manager.recover_sync()
     assert JobService(db).get(job_id).status is JobStatus.INTERRUPTED
+
+
+@pytest.mark.anyio
+async def test_recovery_tells_the_streams_what_it_changed(
+    db: Database, crashed: tuple[uuid.UUID, uuid.UUID, Path]
+) -> None:
+    """What start-up recovery stores (the run's missed messages, the "interrupted" error) and
+    the session it resets reach open streams, those of other processes too (PostgreSQL): a
+    resync to replay from the database, and the session's new state."""
+    session_id, _, _ = crashed
+    bus = EventBus(db)
+    await bus.start()
+    manager = RunManager(db, bus, IdleRunner(), worker_id=make_worker_id())  # type: ignore[arg-type]
+    try:
+        with bus.subscribe(session_id) as events:
+            await manager.recover()
+            state, resync = events.get_nowait(), events.get_nowait()
+    finally:
+        await bus.stop()
+    assert resync is not None and (resync.type, resync.data) == ("resync", {"reason": "recovered"})
+    assert state is not None and state.type == "state"
+    assert state.data["isWorking"] is False

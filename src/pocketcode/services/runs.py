@@ -57,7 +57,13 @@ from pocketcode.domain.states import (
     PermissionMode,
     ProcessStatus,
 )
-from pocketcode.services.events import Event, EventBus, message_event, session_state_event
+from pocketcode.services.events import (
+    Event,
+    EventBus,
+    message_event,
+    resync_event,
+    session_state_event,
+)
 from pocketcode.services.jobs import JobService, finish_in, pending_jobs_in
 from pocketcode.services.messages import MessageService, NewMessage
 from pocketcode.services.permissions import PermissionEvent, PermissionService
@@ -774,11 +780,19 @@ class RunManager:
     # -- recovery at start-up ------------------------------------------------------------------
 
     async def recover(self) -> None:
-        await anyio.to_thread.run_sync(self.recover_sync)
+        """`recover_sync`, then tell the streams of every process (PostgreSQL) about the
+        sessions it changed: they replay what it stored and show the session's new state."""
+        changed = await anyio.to_thread.run_sync(self.recover_sync)
+        for session_id in sorted(changed, key=str):
+            with contextlib.suppress(NotFound):  # deleted meanwhile
+                await self._publish_state(session_id)
+            # Last: a subscriber drops what follows a resync until it has replayed.
+            await self.bus.publish(resync_event(session_id, "recovered"))
 
-    def recover_sync(self) -> None:
+    def recover_sync(self) -> set[uuid.UUID]:
         """Interrupt runs whose server died, reap their processes, recover their messages and
-        reset their sessions. Runs of live servers (another process on PostgreSQL) are left."""
+        reset their sessions. Runs of live servers (another process on PostgreSQL) are left.
+        Returns the sessions it changed."""
         with self.db.read() as session:
             processing = list(
                 session.scalars(sa.select(JobRow).where(JobRow.status == JobStatus.PROCESSING))
@@ -798,10 +812,11 @@ class RunManager:
         self._reap_orphans(interrupted)
         for job in interrupted:
             self._recover_session(job)
-        self._reset_idle_sessions()
+        changed = self._reset_idle_sessions() | {job.session_id for job in interrupted}
         self.permissions.expire_pending_without_run(
             "the run waiting for this answer was interrupted"
         )
+        return changed
 
     def _reap_orphans(self, interrupted: list[JobRow]) -> None:
         """Kill agent processes whose server is dead: the ones recorded on an interrupted
@@ -854,11 +869,11 @@ class RunManager:
             ),
         )
 
-    def _reset_idle_sessions(self) -> None:
-        """Sessions marked working without a processing job go back to idle."""
+    def _reset_idle_sessions(self) -> set[uuid.UUID]:
+        """Sessions marked working without a processing job go back to idle; returns them."""
         with self.db.write() as session:
             running = sa.select(JobRow.session_id).where(JobRow.status == JobStatus.PROCESSING)
-            session.execute(
+            reset = session.scalars(
                 sa.update(SessionRow)
                 .where(
                     sa.or_(
@@ -876,4 +891,7 @@ class RunManager:
                     last_job_status=JobStatus.INTERRUPTED,
                     updated_at=utcnow(),
                 )
+                .returning(SessionRow.id),
+                execution_options={"synchronize_session": False},
             )
+            return set(reset)
