@@ -226,3 +226,40 @@ async def test_startup_leaves_the_requests_of_live_runs_pending(
     service.answer(still.id, Answer.ALLOW)
     with anyio.fail_after(3):
         assert (await live_decision).allow is True
+
+
+async def test_always_allows_the_sessions_other_pending_requests_of_that_tool(
+    db: Database, session_id: uuid.UUID
+) -> None:
+    """Parallel tool uses ask at once: "always" for one Write allows the other Write waiting
+    beside it (else it waits for an answer, or expires), not the Bash one."""
+    service = PermissionService(db, timeout=30)
+    asked: list[PermissionEvent] = []
+    all_asked = asyncio.Event()
+
+    async def publish(event: PermissionEvent) -> None:
+        asked.append(event)
+        if len(asked) == 3:
+            all_asked.set()
+
+    first, second, bash = (
+        asyncio.ensure_future(service.request(session_id, None, tool, {}, use, publish=publish))
+        for tool, use in (("Write", "toolu_a"), ("Write", "toolu_b"), ("Bash", "toolu_c"))
+    )
+    with anyio.fail_after(5):
+        await all_asked.wait()
+    by_use = {event.data["toolUseId"]: event.data["id"] for event in asked}
+
+    answered = service.answer_all(by_use["toolu_a"], Answer.ALWAYS)
+
+    assert [(row.tool_use_id, row.status, row.scope) for row in answered] == [
+        ("toolu_a", PermissionStatus.ALLOWED, "session"),
+        ("toolu_b", PermissionStatus.ALLOWED, "session"),
+    ]
+    with anyio.fail_after(3):
+        assert (await first).allow is True
+        assert (await second).allow is True
+    assert [row.tool_name for row in service.pending(session_id)] == ["Bash"]
+    service.answer(by_use["toolu_c"], Answer.DENY)
+    with anyio.fail_after(3):
+        assert (await bash).allow is False

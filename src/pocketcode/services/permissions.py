@@ -202,8 +202,22 @@ class PermissionService:
         user_id: uuid.UUID | None = None,
     ) -> PermissionRequestRow:
         """Record the user's answer. A request already answered or expired is a Conflict."""
+        return self.answer_all(request_id, answer, reason=reason, user_id=user_id)[0]
+
+    def answer_all(
+        self,
+        request_id: uuid.UUID | str,
+        answer: Answer,
+        *,
+        reason: str | None = None,
+        user_id: uuid.UUID | None = None,
+    ) -> list[PermissionRequestRow]:
+        """`answer`, returning the request answered and, for "always", the session's other
+        pending requests of the same tool, allowed with it (parallel tool uses can ask at
+        once: each would otherwise wait for an answer, or expire)."""
         row = self.get(request_id)
         allowed = answer is not Answer.DENY
+        settled = [row.id]
         with self.db.write() as session:
             result = session.execute(
                 sa.update(PermissionRequestRow)
@@ -227,11 +241,29 @@ class PermissionService:
                 owner = load_session(session, row.session_id, lock=True)
                 if row.tool_name not in owner.allowed_tools:
                     owner.allowed_tools = [*owner.allowed_tools, row.tool_name]
-        waiter = self._waiters.get(row.id)
-        if waiter is not None:
-            loop, woken = waiter
-            loop.call_soon_threadsafe(woken.set)
-        return self.get(row.id)
+                settled += session.scalars(
+                    sa.update(PermissionRequestRow)
+                    .where(
+                        PermissionRequestRow.session_id == row.session_id,
+                        PermissionRequestRow.tool_name == row.tool_name,
+                        PermissionRequestRow.status == PermissionStatus.PENDING,
+                    )
+                    .values(
+                        status=PermissionStatus.ALLOWED,
+                        scope="session",
+                        reason=f"{row.tool_name} is allowed for this session",
+                        decided_at=utcnow(),
+                        decided_by=user_id,
+                    )
+                    .returning(PermissionRequestRow.id),
+                    execution_options={"synchronize_session": False},
+                ).all()
+        for settled_id in settled:
+            waiter = self._waiters.get(settled_id)
+            if waiter is not None:
+                loop, woken = waiter
+                loop.call_soon_threadsafe(woken.set)
+        return [self.get(settled_id) for settled_id in settled]
 
     def is_always_allowed(self, session_id: uuid.UUID, tool_name: str) -> bool:
         with self.db.read() as session:

@@ -354,15 +354,17 @@ def list_permissions(session_id: str, state: State, _me: Me) -> Json:
 async def answer_permission(
     request_id: str, body: PermissionAnswerIn, state: State, me: Me
 ) -> Json:
-    answered = await run_in_threadpool(
-        lambda: _permissions(state).answer(
+    answered, *also_allowed = await run_in_threadpool(
+        lambda: _permissions(state).answer_all(
             request_id, Answer(body.decision), reason=body.reason, user_id=me.user_id
         )
     )
-    data = request_data(answered)
     if state.runtime is not None:
-        await state.runtime.bus.publish(Event(answered.session_id, "permission", None, data))
-    return {"permission": data}
+        for row in (answered, *also_allowed):
+            await state.runtime.bus.publish(
+                Event(row.session_id, "permission", None, request_data(row))
+            )
+    return {"permission": request_data(answered)}
 
 
 # -- pricing ---------------------------------------------------------------------------------
