@@ -669,3 +669,35 @@ async def test_the_pokecode_stream_keeps_pokecodes_framing(
     assert texts == ["two", "three"]
     assert all(u["type"] == "update" and u["data"]["state"] == "running" for u in updates[:-1])
     assert updates[-1] == {"type": "update", "data": {"state": "done", "message": None}}
+
+
+async def test_the_pokecode_stream_ends_the_run_a_resync_shows_ended(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    """PokéCode's framing has no resync: when events were dropped (an overflow, a lost LISTEN
+    connection) and the run ended meanwhile, its "done" may be among them; the stream then
+    says "done" itself, once it has replayed the messages, if the session no longer works."""
+    from pocketcode.services.events import resync_event
+
+    session_id = new_session(db, tmp_path)
+    async with (
+        serve(settings, db, bus, pokecode_heartbeat_interval=0.2) as served,
+        served.client() as client,
+        client.stream("GET", f"/api/sessions/{session_id}/messages/stream") as response,
+    ):
+        reader = frames(response)
+        await anext(reader)  # retry
+        await anext(reader)  # a heartbeat: subscribed
+        await bus.publish(message_event(await store_text(db, session_id, "working on it")))
+        await store_text(db, session_id, "the last words, whose event was dropped")
+        await bus.publish(resync_event(session_id, "overflow"))  # "done" was dropped too
+        updates = []
+        with anyio.fail_after(10):
+            async for item in reader:
+                if item.data["type"] == "heartbeat":
+                    continue
+                updates.append(item.data["data"])
+                if item.data["data"]["state"] == "done":
+                    break
+    assert [u["state"] for u in updates] == ["running", "running", "done"]
+    assert updates[-1]["message"] is None

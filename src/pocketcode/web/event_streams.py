@@ -45,6 +45,7 @@ from typing import Any
 import anyio
 
 from pocketcode.db.engine import Database
+from pocketcode.domain.errors import NotFound
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.events import (
     ALL_SESSIONS,
@@ -57,6 +58,7 @@ from pocketcode.services.events import (
 )
 from pocketcode.services.messages import MAX_PAGE, MessageService
 from pocketcode.services.permissions import PermissionService, request_data
+from pocketcode.services.sessions import SessionService
 from pocketcode.web.presenters import pokecode_message
 from pocketcode.web.sse import frame, frame_json, retry_frame
 
@@ -441,6 +443,8 @@ class PokecodeStream:
         self.options = options
         self.messages = MessageService(db)
         self.position = 0
+        # A "running" update was sent since the last "done": the client shows a run going on.
+        self.running_shown = False
         self.subscription = bus.subscribe(session_id, options.max_queue)
 
     def close(self) -> None:
@@ -468,10 +472,25 @@ class PokecodeStream:
             # reached us out of order or were dropped.
             async for chunk in self._stored_since_position():
                 yield chunk
+            if event.type == RESYNC and self.running_shown and not await self._is_working():
+                # The run's "done" may be among what was dropped, and PokéCode's framing has
+                # no resync: without this the client would show the run going on for good.
+                yield self._done()
         elif event.type == "done":
             async for chunk in self._stored_since_position():
                 yield chunk
-            yield frame({"type": "update", "data": {"state": "done", "message": None}})
+            yield self._done()
+
+    def _done(self) -> bytes:
+        self.running_shown = False
+        return frame({"type": "update", "data": {"state": "done", "message": None}})
+
+    async def _is_working(self) -> bool:
+        try:
+            row = await anyio.to_thread.run_sync(SessionService(self.db, []).get, self.session_id)
+        except NotFound:
+            return False
+        return row.is_working
 
     async def _stored_since_position(self) -> AsyncIterator[bytes]:
         while True:
@@ -482,6 +501,7 @@ class PokecodeStream:
                 self.position = row.seq
                 message = pokecode_message(row)
                 if message is not None:
+                    self.running_shown = True
                     yield frame(
                         {"type": "update", "data": {"state": "running", "message": message}}
                     )
