@@ -701,3 +701,23 @@ async def test_the_pokecode_stream_ends_the_run_a_resync_shows_ended(
                     break
     assert [u["state"] for u in updates] == ["running", "running", "done"]
     assert updates[-1]["message"] is None
+
+
+async def test_an_every_session_cursor_ahead_of_a_session_asks_for_its_resync(
+    settings: Settings, db: Database, bus: EventBus, tmp_path: Path
+) -> None:
+    """After a database was restored from a backup the client may hold positions past a
+    session's end: it is told to resync that session, and the session's next message
+    (whose seq the client thinks it has) still reaches it."""
+    session_id = new_session(db, tmp_path)
+    await store(db, session_id, "one")
+    cursor = f"m1.{int(time.time() * 1000)}.{session_id.hex}-50"
+    async with serve(settings, db, bus) as served, served.client() as client:
+        headers = {"Last-Event-ID": cursor}
+        async with client.stream("GET", "/api/events", headers=headers) as response:
+            opening = await read_until(response, is_heartbeat)
+            await store_and_publish(db, bus, session_id, 1)
+            live = await read_until(response, lambda item: item.event == "message")
+    [resync] = [item for item in opening if item.event == "resync"]
+    assert resync.data == {"sessionId": str(session_id), "reason": "cursor ahead of the session"}
+    assert seqs(live) == [2]

@@ -11,7 +11,7 @@ session's messages (see `MessageService.append_grouped`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -594,6 +594,18 @@ class MessageService:
                 )
             )
         return None if seq is None else int(seq)
+
+    def last_seqs(self, session_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The last seq of each of these sessions that exists (and is not deleted)."""
+        if not session_ids:
+            return {}
+        with self.db.read() as session:
+            rows = session.execute(
+                sa.select(SessionRow.id, SessionRow.last_message_index).where(
+                    SessionRow.id.in_(list(session_ids)), SessionRow.deleted_at.is_(None)
+                )
+            )
+            return {session_id: int(seq or 0) for session_id, seq in rows}
 
     def recent_sessions(self, since: datetime) -> set[uuid.UUID]:
         """Sessions with a message created at or after `since`."""

@@ -298,6 +298,13 @@ class EventStream:
             return
         self.since_ms, self.positions = decoded
         self._parts = None
+        # A position past its session's end (a database restored from a backup): the client
+        # holds messages the database does not, and new ones would be taken for those.
+        lasts = await anyio.to_thread.run_sync(self.messages.last_seqs, list(self.positions))
+        for session_id, last in lasts.items():
+            if self.positions[session_id] > last:
+                yield self._resync_frame(session_id, "cursor ahead of the session")
+                self.positions[session_id] = last
         async for chunk in self._replay_all():
             yield chunk
         await self._move_since()
