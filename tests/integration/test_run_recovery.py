@@ -225,6 +225,62 @@ async def test_a_run_that_loses_its_claim_stops_and_releases_the_session(
     assert SessionService(db, []).get(session.id).current_job_id is None
 
 
+@pytest.mark.anyio
+async def test_a_run_that_lost_its_claim_leaves_the_next_run_of_its_session_alone(
+    db: Database, tmp_path: Path
+) -> None:
+    """Another server took the job over and already started the session's next prompt: when
+    the run here ends, it must not mark the session idle under that run."""
+    project = tmp_path / "p"
+    project.mkdir()
+    session = SessionService(db, [tmp_path]).create(str(project))
+    runner = WaitingRunner()
+    manager = RunManager(
+        db,
+        EventBus(db),
+        runner,  # type: ignore[arg-type]
+        worker_id=make_worker_id(),
+        heartbeat_interval=0.1,
+        poll_interval=0.1,
+    )
+    await manager.start()
+    try:
+        job = await manager.submit(session.id, "long work")
+        with anyio.fail_after(10):
+            await runner.started.wait()
+        next_job = JobService(db).enqueue(session.id, "the next prompt")[0]
+        JobService(db).interrupt_processing({manager.worker_id}, "taken over")
+        with db.write() as s:  # what the other server did: claimed and started the next one
+            s.execute(
+                sa.update(JobRow)
+                .where(JobRow.id == next_job.id)
+                .values(status=JobStatus.PROCESSING, worker_id="other:1:1", claimed_at=utcnow())
+            )
+            s.execute(
+                sa.update(SessionRow)
+                .where(SessionRow.id == session.id)
+                .values(current_job_id=next_job.id, process_status=ProcessStatus.STREAMING)
+            )
+        with anyio.fail_after(10):
+            await runner.cancelled.wait()
+        await eventually(
+            lambda: (
+                JobService(db).get(job.id).finished_at is not None
+                or manager._active.get(job.id) is None
+            ),
+            10,
+            "the run's end",
+        )
+    finally:
+        await manager.stop()
+    row = SessionService(db, []).get(session.id)
+    assert (row.current_job_id, row.is_working, row.process_status) == (
+        next_job.id,
+        True,
+        ProcessStatus.STREAMING,
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -749,6 +749,11 @@ class RunManager:
                 and not _provider_id_taken(session, row, reported)
             ):
                 row.provider_session_id = reported
+            if row.current_job_id not in (None, job.id):
+                # A lost claim: another process interrupted this job and the session has moved
+                # on to its next run, whose state this run must not end.
+                row.updated_at = utcnow()
+                return _state_in(session, row), queue
             # Whatever state the run left, the session stops working now (never "working"
             # forever).
             row.is_working = False
