@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -300,6 +301,44 @@ def test_two_buses_share_events_and_large_events_become_a_resync(
             await here.notify_jobs()
             assert await there.wait_for_jobs(5) is True
             assert time.perf_counter() - started < 1
+        await here.stop()
+        await there.stop()
+
+    _run(scenario)
+
+
+@postgresql_only
+def test_events_that_could_not_be_sent_become_a_resync_without_waiting_for_more(
+    db: Database, session_id: uuid.UUID
+) -> None:
+    """Both tries at sending a batch failed (the notify connection was lost): the other
+    processes are told to resync at once, not with the next event, which may never come (a
+    run's last message and its "done")."""
+
+    async def scenario() -> None:
+        here, there = EventBus(db, reconnect_delay=0.05), EventBus(db)
+        await here.start()
+        await there.start()
+        connect = here._connect
+        refusals = [OSError("down"), OSError("still down")]
+
+        async def flaky(application_name: str) -> Any:
+            if application_name == "pocketcode-notify" and refusals:
+                raise refusals.pop(0)
+            return await connect(application_name)
+
+        here._connect = flaky  # type: ignore[method-assign]
+        with there.subscribe() as remote:
+            await here.publish(Event(session_id, "done", None, {"status": "completed"}))
+            marker = await _next(remote)
+            assert (marker.type, marker.session_id, marker.data) == (
+                "resync",
+                ALL_SESSIONS,
+                {"reason": "remote"},
+            )
+            # And the sending goes on (counting the notice as a queued event ended it).
+            await here.publish(Event(session_id, "state", None, {"isWorking": False}))
+            assert (await _next(remote)).data == {"isWorking": False}
         await here.stop()
         await there.stop()
 

@@ -402,11 +402,21 @@ class EventBus:
 
     async def _send_loop(self) -> None:
         conn: psycopg.AsyncConnection[Any] | None = None
+        retry_in = self.reconnect_delay
         try:
             while True:
-                batch = [await self._outbox.get()]
+                if self._remote_lost:
+                    # What was lost must reach the others as a resync soon, even if nothing
+                    # more is published (a run's last message and its "done").
+                    try:
+                        batch = [await asyncio.wait_for(self._outbox.get(), retry_in)]
+                    except TimeoutError:
+                        batch = []
+                else:
+                    batch = [await self._outbox.get()]
                 while len(batch) < _BATCH and not self._outbox.empty():
                     batch.append(self._outbox.get_nowait())
+                taken = len(batch)  # the notice below was never queued
                 if self._remote_lost:
                     self._remote_lost = False
                     notice = json.dumps({"origin": self.origin, "type": RESYNC})
@@ -421,6 +431,7 @@ class EventBus:
                             conn = await self._connect("pocketcode-notify")
                         # No parameters: one simple query, one round trip, sent in order.
                         await conn.execute(query)
+                        retry_in = self.reconnect_delay
                         break
                     except (psycopg.Error, OSError) as exc:
                         log.warning("sending events failed (%s)", type(exc).__name__)
@@ -429,7 +440,8 @@ class EventBus:
                         conn = None
                         if attempt == 2:
                             self._remote_lost = True
-                for _ in batch:
+                            retry_in = min(retry_in * 2, self.max_reconnect_delay)
+                for _ in range(taken):
                     self._outbox.task_done()
         finally:
             if conn is not None:
