@@ -370,3 +370,41 @@ def test_a_session_with_a_claimed_job_cannot_be_deleted(db: Database, tmp_path: 
     with pytest.raises(Conflict, match="running"):
         sessions.delete(session_id)
     assert sessions.get(session_id).deleted_at is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_cancelling_a_session_whose_run_just_ended_is_no_conflict(
+    db: Database, tmp_path: Path, anyio_backend: str
+) -> None:
+    """The run ended (its job recorded as completed) just before the cancel reached it:
+    the session runs nothing, which is what was asked (204), not a 409."""
+    project = tmp_path / "project"
+    project.mkdir()
+    session_id = SessionService(db, [tmp_path]).create(str(project)).id
+    bus = EventBus(db)
+    await bus.start()
+    manager = RunManager(
+        db, bus, OutcomeRunner(RunOutcome(RunStatus.COMPLETED, None)), poll_interval=0.01
+    )
+    finish = manager._finish
+    recorded, release = asyncio.Event(), asyncio.Event()
+
+    async def finish_then_hold(job: JobRow, outcome: RunOutcome) -> None:
+        await finish(job, outcome)
+        recorded.set()
+        await release.wait()  # still among the active runs, its job completed
+
+    manager._finish = finish_then_hold  # type: ignore[method-assign]
+    await manager.start()
+    try:
+        job = await manager.submit(session_id, "quick")
+        async with asyncio.timeout(10):
+            await recorded.wait()
+        cancelled = await manager.cancel_session(session_id)
+        assert cancelled is not None and cancelled.id == job.id
+        assert cancelled.status is JobStatus.COMPLETED
+    finally:
+        release.set()
+        await manager.stop()
+        await bus.stop()

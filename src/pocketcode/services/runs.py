@@ -409,7 +409,12 @@ class RunManager:
         """Stop the session's current run, if any (queued prompts stay queued)."""
         for active in list(self._active.values()):
             if active.session_id == session_id:
-                return await self.cancel_job(active.job_id)
+                try:
+                    return await self.cancel_job(active.job_id)
+                except Conflict:
+                    # The run ended between the look and the cancel: nothing runs now, which is
+                    # what the caller asked for (a run of another process is not `_active`).
+                    return await anyio.to_thread.run_sync(self.jobs.get, active.job_id)
         row = await anyio.to_thread.run_sync(self.sessions.get, session_id)
         if row.current_job_id is not None and row.is_working:
             return await self.cancel_job(row.current_job_id)
