@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -263,3 +264,26 @@ async def test_always_allows_the_sessions_other_pending_requests_of_that_tool(
     service.answer(by_use["toolu_c"], Answer.DENY)
     with anyio.fail_after(3):
         assert (await bash).allow is False
+
+
+async def test_an_answer_the_moment_the_request_is_stored_wakes_the_run(
+    db: Database, monkeypatch: pytest.MonkeyPatch, session_id: uuid.UUID
+) -> None:
+    """The answer can come from another thread as soon as the request is committed, before
+    the asking coroutine resumes: its wake-up must already be registered (the fallback poll
+    is made slow, so only the wake-up answers in time)."""
+    monkeypatch.setattr("pocketcode.services.permissions._POLL_INTERVAL", 10.0)
+    service = PermissionService(db, timeout=30)
+    create = service._create
+
+    def create_then_answer(*args: Any) -> PermissionRequestRow:
+        row = create(*args)
+        service.answer(row.id, Answer.ALLOW)  # in the worker thread, right after the commit
+        return row
+
+    monkeypatch.setattr(service, "_create", create_then_answer)
+    started = anyio.current_time()
+    with anyio.fail_after(5):
+        decision = await _ask(service, session_id, [])
+    assert decision.allow is True
+    assert anyio.current_time() - started < 2

@@ -101,12 +101,15 @@ class PermissionService:
         """Ask the user; returns once they answer or the request expires."""
         if await anyio.to_thread.run_sync(self.is_always_allowed, session_id, tool_name):
             return PermissionDecision(allow=True)
-        row = await anyio.to_thread.run_sync(
-            self._create, session_id, job_id, tool_name, tool_input, tool_use_id
-        )
+        # The wake-up is registered before the request exists: an answer that comes the moment
+        # it is stored (from another thread) must find it.
+        request_id = uuid.uuid4()
         woken = asyncio.Event()
-        self._waiters[row.id] = (asyncio.get_running_loop(), woken)
+        self._waiters[request_id] = (asyncio.get_running_loop(), woken)
         try:
+            row = await anyio.to_thread.run_sync(
+                self._create, request_id, session_id, job_id, tool_name, tool_input, tool_use_id
+            )
             await publish(PermissionEvent(session_id, request_data(row)))
             answered = await self._wait(row.id, woken)
             if answered is None:
@@ -117,7 +120,7 @@ class PermissionService:
                         await on_expired(answered)
             return _decision(answered)
         finally:
-            self._waiters.pop(row.id, None)
+            self._waiters.pop(request_id, None)
 
     async def _wait(
         self, request_id: uuid.UUID, woken: asyncio.Event
@@ -135,6 +138,7 @@ class PermissionService:
 
     def _create(
         self,
+        request_id: uuid.UUID,
         session_id: uuid.UUID,
         job_id: uuid.UUID | None,
         tool_name: str,
@@ -143,6 +147,7 @@ class PermissionService:
     ) -> PermissionRequestRow:
         now = utcnow()
         row = PermissionRequestRow(
+            id=request_id,
             session_id=session_id,
             job_id=job_id,
             tool_name=tool_name[:128],
