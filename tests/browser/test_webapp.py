@@ -364,6 +364,8 @@ def test_model_output_with_html_and_javascript_links_never_runs(
         "[click me](javascript:window.__pwned='link';alert('link')) "
         '<a href="javascript:alert(1)">raw link</a> '
         "<svg><animate onbegin=\"window.__pwned='svg'\" attributeName=x dur=1s /></svg> "
+        '<svg><a href="//evil.example/login"><text y="20">SVG-LINK</text></a></svg> '
+        '<p id="toast">SHADOW-TOAST</p> <span class="toast">OVERLAY</span> '
         "END-OF-HOSTILE"
     )
     stack.model.add_turns(
@@ -387,6 +389,12 @@ def test_model_output_with_html_and_javascript_links_never_runs(
     assert page.evaluate("window.__pwned") is None
     assert dialogs == []
     assert page.locator("[onerror], [onbegin], .messages script").count() == 0
+    # No SVG (its <a> escaped the link rules), and no id or class from the model: an id
+    # shadowed the app's toast, a class borrowed its fixed overlay.
+    assert message.locator("svg, area").count() == 0
+    assert message.locator(".md [id], .md [class]").count() == 0
+    expect(message).to_contain_text("SHADOW-TOAST")
+    assert page.locator("#toast").count() == 1
     # The unknown tool's input is shown as text in a generic card.
     generic = page.locator('section.tool.generic[data-tool="WeirdTool"]')
     expect(generic).to_contain_text("<img src=y onerror=")
@@ -481,3 +489,27 @@ def test_voice_input_transcribes_a_recording(page: Page, stack: BrowserStack, ap
                 api.request.fetch(
                     f"{stack.url}/api/settings/{key}", method="DELETE", headers=api.headers
                 )
+
+
+def test_the_service_worker_caches_the_shell_and_never_the_api(page: Page) -> None:
+    """Opening an /api/ URL in a tab (a link in a message can) must not leave its private
+    answer in Cache Storage, where it would be served without a login while offline."""
+    page.goto("/")
+    page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    page.reload()  # now controlled by the worker
+    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    page.goto("/api/sessions")
+    page.goto("/assets/app.css")
+    page.goto("/")
+    cached = page.evaluate(
+        """async () => {
+            const urls = [];
+            for (const name of await caches.keys()) {
+                const cache = await caches.open(name);
+                for (const request of await cache.keys()) urls.push(new URL(request.url).pathname);
+            }
+            return urls;
+        }"""
+    )
+    assert "/assets/app.css" in cached and "/" in cached
+    assert [url for url in cached if url.startswith("/api/")] == []

@@ -1,7 +1,9 @@
 // pocketcode's service worker: makes the app installable and lets its shell open when the
 // server cannot be reached. Network first, always: the server is the source of truth, and the
-// cache is only a fallback. The API and the event streams are never touched.
-const CACHE = "pocketcode-shell-v1";
+// cache is only a fallback. Only the shell is cached (the page and its assets): never the API,
+// whose answers are private (a navigation to an /api/ URL was cached by v1, which activating
+// this version deletes), and never the event streams.
+const CACHE = "pocketcode-shell-v2";
 
 self.addEventListener("install", (event) => {
   event.waitUntil(self.skipWaiting());
@@ -18,7 +20,7 @@ self.addEventListener("activate", (event) => {
 
 function isShell(url, request) {
   if (url.origin !== self.location.origin || request.method !== "GET") return false;
-  return request.mode === "navigate" || url.pathname.startsWith("/assets/");
+  return url.pathname === "/" || url.pathname === "/index.html" || url.pathname.startsWith("/assets/");
 }
 
 self.addEventListener("fetch", (event) => {

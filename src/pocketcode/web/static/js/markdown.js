@@ -10,9 +10,14 @@ function purifier() {
   if (!purify) throw new Error("DOMPurify did not load");
   if (!configured) {
     purify.addHook("afterSanitizeAttributes", (node) => {
-      if (node.tagName === "A") {
-        const href = node.getAttribute("href") || "";
-        if (!SAFE_LINK.test(href.trim())) node.removeAttribute("href");
+      // nodeName, lower-cased: an SVG <a> reports "a", not "A" (SVG and <area> are also
+      // forbidden below; this check is the second line).
+      const name = node.nodeName.toLowerCase();
+      if (name === "a" || name === "area") {
+        for (const attribute of ["href", "xlink:href"]) {
+          const href = node.getAttribute(attribute);
+          if (href !== null && !SAFE_LINK.test(href.trim())) node.removeAttribute(attribute);
+        }
         node.setAttribute("rel", "noopener noreferrer nofollow");
         node.setAttribute("target", "_blank");
       }
@@ -28,8 +33,13 @@ export function renderMarkdown(text) {
   const html = marked.parse(String(text ?? ""), { async: false });
   return purifier().sanitize(html, {
     RETURN_DOM_FRAGMENT: true,
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe"],
-    FORBID_ATTR: ["style"],
+    FORBID_TAGS: [
+      "style", "form", "input", "button", "textarea", "select", "iframe",
+      "svg", "math", "area", "map",
+    ],
+    // No id, name or class from the model: an id would shadow the app's own elements
+    // (getElementById("toast")), a class would borrow its styles (a fixed overlay).
+    FORBID_ATTR: ["style", "id", "name", "class"],
   });
 }
 
