@@ -248,14 +248,19 @@ async def test_a_run_that_lost_its_claim_leaves_the_next_run_of_its_session_alon
         job = await manager.submit(session.id, "long work")
         with anyio.fail_after(10):
             await runner.started.wait()
-        next_job = JobService(db).enqueue(session.id, "the next prompt")[0]
         JobService(db).interrupt_processing({manager.worker_id}, "taken over")
-        with db.write() as s:  # what the other server did: claimed and started the next one
-            s.execute(
-                sa.update(JobRow)
-                .where(JobRow.id == next_job.id)
-                .values(status=JobStatus.PROCESSING, worker_id="other:1:1", claimed_at=utcnow())
-            )
+        next_job = JobRow(
+            session_id=session.id,
+            status=JobStatus.PROCESSING,
+            prompt="the next prompt",
+            worker_id="other:1:1",
+            claimed_at=utcnow(),
+        )
+        with db.write() as s:
+            # What the other server did: claimed and started the session's next prompt (stored
+            # processing at once, so this manager's claim loop cannot take it first).
+            s.add(next_job)
+            s.flush()
             s.execute(
                 sa.update(SessionRow)
                 .where(SessionRow.id == session.id)
