@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from pocketcode.domain.errors import ConfigurationError
+from pocketcode.domain.text import is_utf8
 
 ENV_PREFIX = "POCKETCODE_"
 CONFIG_FILE_NAME = "config.toml"
@@ -178,13 +179,11 @@ class Settings(BaseSettings):
             raise ValueError("at least one allowed project root is required")
         roots = [root.expanduser().resolve() for root in value]
         for root in roots:
-            try:
-                str(root).encode("utf-8")
-            except UnicodeEncodeError:
+            if not is_utf8(str(root)):
                 raise ValueError(
                     f"the allowed root {os.fsencode(root)!r} is not valid UTF-8: its paths "
                     "could not be shown or sent back by a client"
-                ) from None
+                )
         return roots
 
     @field_validator(

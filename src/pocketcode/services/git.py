@@ -25,7 +25,8 @@ from pocketcode.domain.errors import (
     GitStatusError,
     PocketcodeError,
 )
-from pocketcode.services.paths import is_inside, is_utf8, normalise_relative_path, shown_path
+from pocketcode.domain.text import is_utf8
+from pocketcode.services.paths import is_inside, normalise_relative_path, shown_path
 from pocketcode.services.projects import (
     MAX_TEXT_FILE_BYTES,
     is_binary,

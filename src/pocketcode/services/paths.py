@@ -8,19 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from pocketcode.domain.errors import InvalidInput
+from pocketcode.domain.text import is_utf8
 
 MAX_PATH_LENGTH = 4096
-
-
-def is_utf8(name: str) -> bool:
-    """Whether `name`, as `os` and our git wrapper decode names (undecodable bytes become lone
-    surrogates), was valid UTF-8: only such a name can be shown in JSON, stored, and sent back
-    by a client (a query string decodes `%FF` to U+FFFD, never to the byte)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def shown_path(path: str | Path) -> str:

@@ -25,10 +25,10 @@ from pocketcode.domain.errors import (
     PocketcodeError,
     RepositoryListError,
 )
+from pocketcode.domain.text import is_utf8
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.paths import (
     is_inside,
-    is_utf8,
     require_utf8,
     resolve_inside_dir,
     resolve_inside_roots,

@@ -28,6 +28,7 @@ from pocketcode.domain.states import (
     ProcessStatus,
     Provider,
 )
+from pocketcode.domain.text import is_utf8
 from pocketcode.domain.timefmt import iso_z
 from pocketcode.services.app_settings import MAX_VALUE_CHARS
 from pocketcode.services.auth import TokenInfo, UserInfo
@@ -45,13 +46,7 @@ MAX_NESTING = 32
 def _is_storable(text: str) -> bool:
     """No NUL and no lone surrogate (JSON's `\\ud800` decodes to one): PostgreSQL can store
     neither, so such text would fail there (and not on SQLite) instead of being refused."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return "\x00" not in text and is_utf8(text)
 
 
 def _unstorable(data: Any) -> str | None:
