@@ -315,10 +315,6 @@ class CredentialCache:
             for key in [key for key, (identity, _) in self._entries.items() if matches(identity)]:
                 del self._entries[key]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def invalidate(self) -> None:
         """Forget everything, including checks still under way: a credential was revoked
         somewhere, and which one is not known here."""
@@ -653,9 +649,6 @@ class AuthService:
         if keep is not None:
             query = query.where(LoginSessionRow.id != keep)
         result = session.execute(query.values(revoked_at=utcnow()))
-        # Forgotten before the commit as well as after it (`change_password`): a request
-        # checked in between must not keep a revoked session alive in the cache.
-        self._forget_sessions(user_id, keep)
         return int(getattr(result, "rowcount", 0) or 0)
 
     def _forget_sessions(self, user_id: uuid.UUID, keep: uuid.UUID | None) -> None:
@@ -701,6 +694,8 @@ class AuthService:
             row.password_hash = new_hash
             row.password_changed_at = utcnow()
             revoked = self._revoke_sessions(session, user_id, keep_session)
+        # After the commit: `forget` also moves the cache's epoch on, so a check that read a
+        # session before the commit does not put it back afterwards.
         self._forget_sessions(user_id, keep_session)
         self.revocations.announce()
         log.info(
