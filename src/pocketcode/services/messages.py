@@ -587,13 +587,7 @@ class MessageService:
 
     def last_seq(self, session_id: uuid.UUID) -> int | None:
         """The session's last seq, None if it does not exist (or was deleted)."""
-        with self.db.read() as session:
-            seq = session.scalar(
-                sa.select(SessionRow.last_message_index).where(
-                    SessionRow.id == session_id, SessionRow.deleted_at.is_(None)
-                )
-            )
-        return None if seq is None else int(seq)
+        return self.last_seqs([session_id]).get(session_id)
 
     def last_seqs(self, session_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """The last seq of each of these sessions that exists (and is not deleted)."""

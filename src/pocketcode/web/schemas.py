@@ -872,6 +872,10 @@ def document_app_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# What makes FastAPI check a string parameter.
+_CONSTRAINTS = {"minLength", "maxLength", "pattern", "enum", "format"}
+
+
 def _can_be_invalid(operation: dict[str, Any]) -> bool:
     """Whether FastAPI's validation can refuse a request of `operation` (422): not when its
     only inputs are strings it takes as they come (a path segment, an optional query or
@@ -880,13 +884,9 @@ def _can_be_invalid(operation: dict[str, Any]) -> bool:
         return True
     for parameter in operation.get("parameters", []):
         schema = parameter.get("schema", {})
-        kinds = [option.get("type") for option in schema.get("anyOf", [schema])]
-        plain = set(kinds) <= {"string", "null"} and not (
-            {"minLength", "maxLength", "pattern", "enum", "format"} & set(schema)
-            or any(
-                {"minLength", "maxLength", "pattern", "enum", "format"} & set(option)
-                for option in schema.get("anyOf", [])
-            )
+        options = schema.get("anyOf", [schema])
+        plain = all(option.get("type") in ("string", "null") for option in options) and not any(
+            _CONSTRAINTS & option.keys() for option in (schema, *options)
         )
         optional = parameter.get("in") == "path" or not parameter.get("required", False)
         if not (plain and optional):
