@@ -5,9 +5,11 @@ live server are left alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -189,48 +191,12 @@ class WaitingRunner(IdleRunner):
         self.cancelled.set()
 
 
-@pytest.mark.anyio
-async def test_a_run_that_loses_its_claim_stops_and_releases_the_session(
+@contextlib.asynccontextmanager
+async def _run_taken_over(
     db: Database, tmp_path: Path
-) -> None:
-    """Another server declared this one dead and interrupted its job: the run stops rather
-    than two copies editing the same files, and the session does not stay working."""
-    project = tmp_path / "p"
-    project.mkdir()
-    session = SessionService(db, [tmp_path]).create(str(project))
-    bus = EventBus(db)
-    runner = WaitingRunner()
-    manager = RunManager(
-        db,
-        bus,
-        runner,
-        worker_id=make_worker_id(),
-        heartbeat_interval=0.1,
-        poll_interval=0.1,  # type: ignore[arg-type]
-    )
-    await manager.start()
-    try:
-        job = await manager.submit(session.id, "long work")
-        with anyio.fail_after(10):
-            await runner.started.wait()
-        JobService(db).interrupt_processing({manager.worker_id}, "taken over")
-        with anyio.fail_after(10):
-            await runner.cancelled.wait()
-        await eventually(
-            lambda: not SessionService(db, []).get(session.id).is_working, 10, "the release"
-        )
-    finally:
-        await manager.stop()
-    assert JobService(db).get(job.id).status is JobStatus.INTERRUPTED
-    assert SessionService(db, []).get(session.id).current_job_id is None
-
-
-@pytest.mark.anyio
-async def test_a_run_that_lost_its_claim_leaves_the_next_run_of_its_session_alone(
-    db: Database, tmp_path: Path
-) -> None:
-    """Another server took the job over and already started the session's next prompt: when
-    the run here ends, it must not mark the session idle under that run."""
+) -> AsyncIterator[tuple[RunManager, WaitingRunner, uuid.UUID, uuid.UUID]]:
+    """A run started here whose job another server then declared dead and interrupted (a lost
+    claim): the manager, its runner, the session and the job."""
     project = tmp_path / "p"
     project.mkdir()
     session = SessionService(db, [tmp_path]).create(str(project))
@@ -249,8 +215,36 @@ async def test_a_run_that_lost_its_claim_leaves_the_next_run_of_its_session_alon
         with anyio.fail_after(10):
             await runner.started.wait()
         JobService(db).interrupt_processing({manager.worker_id}, "taken over")
+        yield manager, runner, session.id, job.id
+    finally:
+        await manager.stop()
+
+
+@pytest.mark.anyio
+async def test_a_run_that_loses_its_claim_stops_and_releases_the_session(
+    db: Database, tmp_path: Path
+) -> None:
+    """Another server declared this one dead and interrupted its job: the run stops rather
+    than two copies editing the same files, and the session does not stay working."""
+    async with _run_taken_over(db, tmp_path) as (_manager, runner, session_id, job_id):
+        with anyio.fail_after(10):
+            await runner.cancelled.wait()
+        await eventually(
+            lambda: not SessionService(db, []).get(session_id).is_working, 10, "the release"
+        )
+    assert JobService(db).get(job_id).status is JobStatus.INTERRUPTED
+    assert SessionService(db, []).get(session_id).current_job_id is None
+
+
+@pytest.mark.anyio
+async def test_a_run_that_lost_its_claim_leaves_the_next_run_of_its_session_alone(
+    db: Database, tmp_path: Path
+) -> None:
+    """Another server took the job over and already started the session's next prompt: when
+    the run here ends, it must not mark the session idle under that run."""
+    async with _run_taken_over(db, tmp_path) as (manager, runner, session_id, job_id):
         next_job = JobRow(
-            session_id=session.id,
+            session_id=session_id,
             status=JobStatus.PROCESSING,
             prompt="the next prompt",
             worker_id="other:1:1",
@@ -263,22 +257,13 @@ async def test_a_run_that_lost_its_claim_leaves_the_next_run_of_its_session_alon
             s.flush()
             s.execute(
                 sa.update(SessionRow)
-                .where(SessionRow.id == session.id)
+                .where(SessionRow.id == session_id)
                 .values(current_job_id=next_job.id, process_status=ProcessStatus.STREAMING)
             )
         with anyio.fail_after(10):
             await runner.cancelled.wait()
-        await eventually(
-            lambda: (
-                JobService(db).get(job.id).finished_at is not None
-                or manager._active.get(job.id) is None
-            ),
-            10,
-            "the run's end",
-        )
-    finally:
-        await manager.stop()
-    row = SessionService(db, []).get(session.id)
+        await eventually(lambda: job_id not in manager._active, 10, "the run's end")
+    row = SessionService(db, []).get(session_id)
     assert (row.current_job_id, row.is_working, row.process_status) == (
         next_job.id,
         True,
